@@ -1,0 +1,1 @@
+"""Benchmarks that measure speed and record results in BENCHMARKS.md."""

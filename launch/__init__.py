@@ -1,0 +1,1 @@
+"""Entry points (train, eval, infer, plan) and launchers."""

@@ -1,0 +1,38 @@
+"""The `shardline` command: subcommands train, eval (and the launchers, as they are added)."""
+import sys
+from typing import Callable, Dict, Sequence
+
+from shardline.launch import eval as eval_main
+from shardline.launch import train as train_main
+
+COMMANDS: Dict[str, Callable[[Sequence[str]], int]] = {
+    "train": train_main.main,
+    "eval": eval_main.main,
+}
+
+USAGE = """usage: shardline <command> [flags]
+
+commands:
+  train   train a model:           shardline train --gin_file=experiments/vit22b_tiny_digits_cpu8.gin \\
+                                       --gin.MODEL_DIR="'/tmp/run'"
+  eval    evaluate a checkpoint:   shardline eval --gin_file=<same files> --gin.MODEL_DIR="'/tmp/run'"
+
+Run `shardline <command> --help` for a command's flags.
+"""
+
+
+def main(argv: Sequence[str] = None) -> int:
+  """Dispatches to a subcommand."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(USAGE)
+    return 0 if argv else 2
+  command, rest = argv[0], argv[1:]
+  if command not in COMMANDS:
+    print(f"shardline: error: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
+    return 2
+  return COMMANDS[command](rest)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

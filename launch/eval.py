@@ -1,0 +1,31 @@
+"""`shardline eval` / `python -m shardline.launch.eval`: evaluate a checkpoint from gin files."""
+import argparse
+import sys
+from typing import Sequence
+
+from shardline.launch import errors
+from shardline.launch import flags
+from shardline.launch import runtime
+from shardline.training import evaluate
+
+
+def build_parser(prog: str = "shardline eval") -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog=prog, description="Evaluate the latest (or a given) checkpoint.")
+  flags.add_gin_flags(parser)
+  return parser
+
+
+def main(argv: Sequence[str] = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+
+  def run():
+    args, overrides = flags.parse_args(build_parser(), argv)
+    flags.parse_gin(args, overrides)
+    runtime.configure()
+    evaluate.evaluate()
+    return 0
+  return errors.run_reporting_user_errors(run)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,22 @@
+"""Imports every module that registers gin configurables or seqio tasks, so gin files can name them."""
+import importlib
+
+CONFIGURABLE_MODULES = (
+    "shardline.partitioning.mesh",
+    "shardline.partitioning.rules",
+    "shardline.models.vit22b.config",
+    "shardline.models.vit22b.classifier",
+    "shardline.tasks.registry",
+    "shardline.tasks.digits",
+    "shardline.tasks.tfds_image",
+    "shardline.training.optimizer",
+    "shardline.training.trainer",
+    "shardline.training.evaluate",
+    "shardline.launch.runtime",
+)
+
+
+def import_all() -> None:
+  """Imports the configurable modules (idempotent)."""
+  for name in CONFIGURABLE_MODULES:
+    importlib.import_module(name)

@@ -1,0 +1,29 @@
+"""Process-wide JAX settings that must be made before the backends start, bound by gin as `runtime`."""
+import os
+from typing import Optional
+
+import gin
+import jax
+
+
+@gin.configurable("runtime")
+def configure(cpu_devices: Optional[int] = None, compilation_cache_dir: Optional[str] = None,
+              matmul_precision: str = "default") -> None:
+  """Applies runtime settings.
+
+  Args:
+    cpu_devices: how many host CPU devices to simulate (the CPU mesh in tests and demos). No effect on GPU/TPU.
+    compilation_cache_dir: persistent XLA compilation cache; $SHARDLINE_COMPILATION_CACHE or
+      ~/.cache/shardline/xla by default. '' disables it.
+    matmul_precision: jax_default_matmul_precision.
+  """
+  if cpu_devices:
+    jax.config.update("jax_num_cpu_devices", int(cpu_devices))
+  if compilation_cache_dir is None:
+    compilation_cache_dir = os.environ.get("SHARDLINE_COMPILATION_CACHE",
+                                           os.path.expanduser("~/.cache/shardline/xla"))
+  if compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", compilation_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  if matmul_precision != "default":
+    jax.config.update("jax_default_matmul_precision", matmul_precision)

@@ -1,0 +1,50 @@
+"""`shardline train` / `python -m shardline.launch.train`: gin-configured training."""
+import argparse
+import sys
+from typing import Sequence
+
+
+from shardline.launch import errors
+from shardline.launch import flags
+from shardline.launch import runtime
+from shardline.training import trainer
+
+
+def build_parser(prog: str = "shardline train") -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog=prog, description="Train a model configured by gin files.")
+  flags.add_gin_flags(parser)
+  return parser
+
+
+def print_summary(summary: dict) -> None:
+  """The end-of-run summary: accuracy, steps, wall time, and where the outputs are."""
+  ev, tr = summary.get("eval", {}), summary.get("train", {})
+  lines = ["", "=" * 72, "Training finished"]
+  lines.append(f"  steps           {summary['step']}  (skipped non-finite updates: {summary['skipped']})")
+  if "eval_accuracy" in ev:
+    lines.append(f"  eval accuracy   {100 * ev['eval_accuracy']:.2f}%   eval loss {ev.get('eval_loss', float('nan')):.4f}")
+  if "loss" in tr:
+    lines.append(f"  train loss      {tr['loss']:.4f}")
+  lines.append(f"  wall time       {summary['wall_seconds']:.1f} s")
+  lines.append(f"  MODEL_DIR       {summary['model_dir']}")
+  lines.append(f"  checkpoints     {summary['checkpoints']}")
+  lines.append(f"  TensorBoard     tensorboard --logdir {summary['model_dir']}")
+  lines.append("=" * 72)
+  print("\n".join(lines))
+
+
+def main(argv: Sequence[str] = None) -> int:
+  """Parses flags and gin, configures the runtime, trains, and prints a summary."""
+  argv = sys.argv[1:] if argv is None else argv
+
+  def run():
+    args, overrides = flags.parse_args(build_parser(), argv)
+    flags.parse_gin(args, overrides)
+    runtime.configure()
+    print_summary(trainer.train())
+    return 0
+  return errors.run_reporting_user_errors(run)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

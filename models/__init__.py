@@ -1,0 +1,1 @@
+"""Models. They name logical axes only, never mesh axes, and never see a mesh."""

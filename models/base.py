@@ -1,0 +1,49 @@
+"""The interface between a model and the trainer.
+
+A `BaseModel` wraps a flax module with everything the trainer needs and nothing it should not know: how to
+build an abstract batch, how to initialise, the loss, and the evaluation metrics. Metrics are returned as
+(sum, weight) pairs so that averages over devices, batches and steps are exact.
+"""
+import abc
+import dataclasses
+from typing import Any, Dict, Mapping, Tuple
+
+import jax
+
+Batch = Mapping[str, jax.Array]
+Metrics = Dict[str, Tuple[jax.Array, jax.Array]]  # name -> (sum, weight)
+
+
+class BaseModel(abc.ABC):
+  """A trainable model: a flax module plus its loss and metrics."""
+
+  @abc.abstractmethod
+  def batch_spec(self, batch_size: int) -> Dict[str, jax.ShapeDtypeStruct]:
+    """Shapes and dtypes of one training batch, by feature name."""
+
+  @abc.abstractmethod
+  def batch_axes(self) -> Dict[str, Tuple[Any, ...]]:
+    """Logical axes of each batch feature (the leading one is `batch`)."""
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array, batch: Batch) -> Any:
+    """Initial (boxed) parameters for a batch of this spec."""
+
+  @abc.abstractmethod
+  def loss_and_metrics(self, params: Any, batch: Batch, rng: jax.Array) -> Tuple[jax.Array, Metrics]:
+    """The scalar training loss and metrics for one batch."""
+
+  @abc.abstractmethod
+  def eval_metrics(self, params: Any, batch: Batch) -> Metrics:
+    """Evaluation metrics for one batch; honours an optional per-example 'weight' feature (padding = 0)."""
+
+  def fingerprint(self) -> Dict[str, Any]:
+    """What identifies this model's architecture, stored with checkpoints to catch mismatched restores."""
+    config = getattr(self, "config", None)
+    return {"model": type(self).__name__,
+            "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)}
+
+
+def mean_metric(values: jax.Array, weights: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """A (sum, weight) pair from per-example values and weights."""
+  return (values * weights).sum(), weights.sum()

@@ -1,0 +1,1 @@
+"""Building blocks shared by the models: norms, attention, MLPs, patching and heads."""

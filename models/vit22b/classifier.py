@@ -1,0 +1,59 @@
+"""ViT-22B as an image classifier: the loss, the metrics, and the batch it expects."""
+from typing import Any, Dict, Tuple
+
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+
+from shardline.models import base
+from shardline.models.vit22b.config import ViT22BConfig
+from shardline.models.vit22b.model import ViT22B
+from shardline.partitioning import axes
+
+
+@gin.configurable(module="vit22b")
+class ImageClassifier(base.BaseModel):
+  """Softmax cross-entropy classification of images.
+
+  Batches hold 'image' [batch, H, W, C] float32 and 'label' [batch] int32, and for evaluation optionally
+  'weight' [batch] (0 for padding).
+  """
+
+  def __init__(self, config: ViT22BConfig = gin.REQUIRED, label_smoothing: float = 0.0):
+    self.config = config
+    self.label_smoothing = label_smoothing
+    self.module = ViT22B(config)
+
+  def batch_spec(self, batch_size: int) -> Dict[str, jax.ShapeDtypeStruct]:
+    c = self.config
+    return {"image": jax.ShapeDtypeStruct((batch_size, c.image_size, c.image_size, c.channels), jnp.float32),
+            "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+
+  def batch_axes(self) -> Dict[str, Tuple[Any, ...]]:
+    return {"image": (axes.BATCH, None, None, None), "label": (axes.BATCH,), "weight": (axes.BATCH,)}
+
+  def init(self, rng: jax.Array, batch: base.Batch) -> Any:
+    return self.module.init(rng, batch["image"])["params"]
+
+  def logits(self, params: Any, images: jax.Array) -> jax.Array:
+    return self.module.apply({"params": params}, images)
+
+  def _metrics(self, logits: jax.Array, labels: jax.Array, weights: jax.Array):
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, self.config.num_classes), self.label_smoothing)
+    losses = optax.softmax_cross_entropy(logits, targets)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return losses, {"loss": base.mean_metric(losses, weights),
+                    "accuracy": base.mean_metric(correct, weights)}
+
+  def loss_and_metrics(self, params: Any, batch: base.Batch, rng: jax.Array):
+    del rng  # ViT-22B uses no dropout.
+    logits = self.logits(params, batch["image"])
+    weights = jnp.ones(logits.shape[:1], jnp.float32)
+    losses, metrics = self._metrics(logits, batch["label"], weights)
+    return losses.mean(), metrics
+
+  def eval_metrics(self, params: Any, batch: base.Batch) -> base.Metrics:
+    logits = self.logits(params, batch["image"])
+    weights = batch.get("weight", jnp.ones(logits.shape[:1], jnp.float32))
+    return self._metrics(logits, batch["label"], weights)[1]

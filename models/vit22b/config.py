@@ -1,0 +1,72 @@
+"""The ViT-22B configuration. gin binds it in gin/models/vit22b/*.gin; size files change dimensions only."""
+import dataclasses
+
+import gin
+
+from shardline.partitioning.errors import UserError
+
+LINEAR_IMPLS = ("xla", "async")
+HEADS = ("map", "gap")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+
+
+@gin.configurable(module="vit22b")
+@dataclasses.dataclass(frozen=True)
+class ViT22BConfig:
+  """Every architectural choice of ViT-22B, with the paper's values as defaults.
+
+  Attributes:
+    num_classes: classifier outputs.
+    image_size, channels, patch_size: input geometry; 224 px with patch 14 gives 256 tokens.
+    width, depth, mlp_dim, num_heads, head_dim: the transformer's dimensions.
+    head: 'map' (multihead attention pooling) or 'gap' (global average pooling).
+    parallel_block: y = x + MLP(LN(x)) + Attn(LN(x)) when True; the standard sequential block when False.
+    qk_norm: LayerNorm on queries and keys before their dot product.
+    qkv_bias, layernorm_bias: ViT-22B has neither.
+    out_bias, mlp_bias: biases of the attention output projection and of the MLP (the paper keeps them).
+    dtype: compute dtype, 'float32' or 'bfloat16'; parameters stay float32.
+    linear_impl: 'xla' (plain sharded einsums) or 'async' (collective matmuls that overlap communication).
+    attention_impl: attention implementation, see kernels/attention/api.py.
+    remat_policy: rematerialisation of each block: 'none', 'full', 'dots' or 'dots_no_batch'.
+    scan_layers: scan the blocks (one compiled body; faster compiles at depth).
+  """
+  num_classes: int = 1000
+  image_size: int = 224
+  channels: int = 3
+  patch_size: int = 14
+  width: int = 6144
+  depth: int = 48
+  mlp_dim: int = 24576
+  num_heads: int = 48
+  head_dim: int = 128
+  head: str = "map"
+  parallel_block: bool = True
+  qk_norm: bool = True
+  qkv_bias: bool = False
+  layernorm_bias: bool = False
+  out_bias: bool = True
+  mlp_bias: bool = True
+  dtype: str = "float32"
+  linear_impl: str = "xla"
+  attention_impl: str = "xla"
+  remat_policy: str = "none"
+  scan_layers: bool = True
+
+  def __post_init__(self):
+    checks = [
+        (self.head in HEADS, f"head={self.head!r} must be one of {HEADS}"),
+        (self.linear_impl in LINEAR_IMPLS, f"linear_impl={self.linear_impl!r} must be one of {LINEAR_IMPLS}"),
+        (self.remat_policy in REMAT_POLICIES,
+         f"remat_policy={self.remat_policy!r} must be one of {REMAT_POLICIES}"),
+        (self.image_size % self.patch_size == 0,
+         f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}"),
+        (min(self.width, self.depth, self.mlp_dim, self.num_heads, self.head_dim, self.num_classes) > 0,
+         "all dimensions must be positive"),
+    ]
+    for ok, message in checks:
+      if not ok:
+        raise UserError(f"vit22b.ViT22BConfig: {message}. Fix it in your gin files or --gin overrides.")
+
+  @property
+  def num_patches(self) -> int:
+    return (self.image_size // self.patch_size) ** 2

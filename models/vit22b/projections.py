@@ -1,0 +1,76 @@
+"""The linear projections of a ViT-22B block, in the grouping that parallel layers allow.
+
+`input_projections` computes Q, K, V and the MLP's first matmul from one normalised input; `output_projections`
+sums the attention-output and MLP-output matmuls into one residual update. With `linear_impl='xla'` these are
+plain einsums that XLA shards from the rules. The sequential block (ablation only) uses `qkv_projection`,
+`attention_output` and `mlp`.
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class BlockWeights(NamedTuple):
+  """The weights of one block. Shapes: e=width, h=heads, d=head_dim, m=mlp_dim."""
+  query: jax.Array  # [e, h, d]
+  key: jax.Array  # [e, h, d]
+  value: jax.Array  # [e, h, d]
+  mlp_in: jax.Array  # [e, m]
+  attn_out: jax.Array  # [h, d, e]
+  mlp_out: jax.Array  # [m, e]
+  qkv_bias: Optional[jax.Array]  # [3, h, d]
+  mlp_in_bias: Optional[jax.Array]  # [m]
+  attn_out_bias: Optional[jax.Array]  # [e]
+  mlp_out_bias: Optional[jax.Array]  # [e]
+
+  def cast(self, dtype) -> "BlockWeights":
+    return BlockWeights(*(None if w is None else w.astype(dtype) for w in self))
+
+
+def qkv_projection(y: jax.Array, w: BlockWeights) -> Tuple[jax.Array, jax.Array, jax.Array]:
+  """[b, l, e] -> q, k, v, each [b, l, h, d]."""
+  q = jnp.einsum("ble,ehd->blhd", y, w.query)
+  k = jnp.einsum("ble,ehd->blhd", y, w.key)
+  v = jnp.einsum("ble,ehd->blhd", y, w.value)
+  if w.qkv_bias is not None:
+    q, k, v = q + w.qkv_bias[0], k + w.qkv_bias[1], v + w.qkv_bias[2]
+  return q, k, v
+
+
+def attention_output(o: jax.Array, w: BlockWeights) -> jax.Array:
+  """[b, l, h, d] -> [b, l, e]."""
+  y = jnp.einsum("blhd,hde->ble", o, w.attn_out)
+  return y if w.attn_out_bias is None else y + w.attn_out_bias
+
+
+def mlp(y: jax.Array, w: BlockWeights) -> jax.Array:
+  """The sequential block's MLP: [b, l, e] -> [b, l, e]."""
+  hidden = jnp.einsum("ble,em->blm", y, w.mlp_in)
+  if w.mlp_in_bias is not None:
+    hidden = hidden + w.mlp_in_bias
+  out = jnp.einsum("blm,me->ble", nn.gelu(hidden), w.mlp_out)
+  return out if w.mlp_out_bias is None else out + w.mlp_out_bias
+
+
+def input_projections(y: jax.Array, w: BlockWeights, linear_impl: str):
+  """Q, K, V [b, l, h, d] and the MLP pre-activation [b, l, m] from one input y [b, l, e]."""
+  if linear_impl != "xla":
+    raise ValueError(f"Unknown linear_impl {linear_impl!r}.")
+  q, k, v = qkv_projection(y, w)
+  hidden = jnp.einsum("ble,em->blm", y, w.mlp_in)
+  if w.mlp_in_bias is not None:
+    hidden = hidden + w.mlp_in_bias
+  return q, k, v, hidden
+
+
+def output_projections(o: jax.Array, hidden: jax.Array, w: BlockWeights, linear_impl: str) -> jax.Array:
+  """attn_out(o) + mlp_out(hidden): [b, l, h, d] and [b, l, m] -> [b, l, e]."""
+  if linear_impl != "xla":
+    raise ValueError(f"Unknown linear_impl {linear_impl!r}.")
+  out = jnp.einsum("blhd,hde->ble", o, w.attn_out) + jnp.einsum("blm,me->ble", hidden, w.mlp_out)
+  for b in (w.attn_out_bias, w.mlp_out_bias):
+    if b is not None:
+      out = out + b
+  return out

@@ -1,0 +1,1 @@
+"""Meshes, logical axes, rule sets, shardings and parallel linear operations."""

@@ -1,0 +1,24 @@
+"""Maps each top-level folder of the repository to the package `shardline.<folder>`.
+
+`shardline` itself is a namespace package, so the repository root needs no `__init__.py`; pyproject.toml holds
+everything else.
+"""
+import os
+
+import setuptools
+
+TOP_LEVEL = ("partitioning", "models", "kernels", "tasks", "training", "launch", "gin", "benchmarks")
+
+
+def _packages():
+  packages, package_dir = [], {}
+  for top in TOP_LEVEL:
+    package_dir[f"shardline.{top}"] = top
+    for root, dirs, _ in os.walk(top):
+      dirs[:] = [d for d in dirs if not d.startswith((".", "__"))]
+      packages.append("shardline." + root.replace(os.sep, "."))
+  return packages, package_dir
+
+
+_PACKAGES, _PACKAGE_DIR = _packages()
+setuptools.setup(packages=_PACKAGES, package_dir=_PACKAGE_DIR)

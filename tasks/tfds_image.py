@@ -1,0 +1,74 @@
+"""Image classification from a TFDS dataset on disk, as a seqio task named in gin.
+
+Nothing is downloaded: the dataset must already be prepared under `data_dir` (`tfds build` or
+`tfds.builder(...).download_and_prepare()` on a machine with access). A missing dataset stops with a message
+that says where shardline looked and how to prepare it.
+"""
+import os
+
+import gin
+import seqio
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from shardline.partitioning.errors import UserError
+
+
+def _check_prepared(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  how = (f"Prepare it with `tfds build {tfds_name.split(':')[0]} --data_dir={data_dir}` where the data can be "
+         f"reached, or point --gin.tasks.tfds_image_classification.data_dir at the folder that holds it.")
+  if not os.path.isdir(data_dir):
+    raise UserError(f"TFDS data directory {data_dir!r} does not exist, so dataset {tfds_name!r} cannot be "
+                    f"read. {how}")
+  try:
+    builder = tfds.builder(tfds_name, data_dir=data_dir, try_gcs=False)
+  except Exception as e:  # tfds raises several types for unknown or absent datasets.
+    raise UserError(f"TFDS dataset {tfds_name!r} is not available under {data_dir!r} ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0]}). {how}") from e
+  if not builder.is_prepared():
+    raise UserError(f"TFDS dataset {tfds_name!r} is known but not prepared under {data_dir!r}. {how}")
+  return builder
+
+
+def _preprocess(image_key: str, label_key: str, image_size: int, channels: int):
+  def fn(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    def one(ex):
+      image = tf.image.convert_image_dtype(ex[image_key], tf.float32)
+      if image.shape[-1] != channels:
+        image = tf.image.rgb_to_grayscale(image) if channels == 1 else tf.image.grayscale_to_rgb(image)
+      image = tf.image.resize(image, (image_size, image_size), antialias=True)
+      return {"image": image, "label": tf.cast(ex[label_key], tf.int32)}
+    return dataset.map(one, num_parallel_calls=tf.data.AUTOTUNE)
+  return fn
+
+
+@gin.configurable(module="tasks")
+def tfds_image_classification(tfds_name: str = gin.REQUIRED, data_dir: str = gin.REQUIRED,
+                              image_size: int = 224, channels: int = 3, image_key: str = "image",
+                              label_key: str = "label", task_name: str = "") -> str:
+  """Registers (once) and returns the name of a seqio task over a prepared TFDS image dataset.
+
+  Args:
+    tfds_name: e.g. 'cifar10:3.0.2', or 'cifar10' for the version prepared under data_dir.
+    data_dir: the TFDS data directory holding the prepared dataset.
+    image_size: images are resized to image_size x image_size.
+    channels: 1 (grayscale) or 3 (RGB); images are converted as needed.
+    image_key, label_key: feature names in the TFDS dataset.
+    task_name: the seqio task name; 'tfds_<name>' by default.
+  """
+  builder = _check_prepared(tfds_name, data_dir)
+  if ":" not in tfds_name:  # seqio wants a pinned version; take the prepared one.
+    tfds_name = f"{tfds_name}:{builder.info.version}"
+  name = task_name or "tfds_" + tfds_name.replace(":", "_").replace("/", "_").replace(".", "_")
+  if name not in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.add(
+        name,
+        source=seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=data_dir,
+                                    splits=list(builder.info.splits.keys())),
+        preprocessors=[_preprocess(image_key, label_key, image_size, channels)],
+        output_features={
+            "image": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.float32, rank=3),
+            "label": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.int32, rank=0),
+        },
+    )
+  return name

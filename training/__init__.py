@@ -1,0 +1,1 @@
+"""The train/eval loop, optimizers, checkpoints, metrics and summaries."""

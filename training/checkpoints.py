@@ -1,0 +1,113 @@
+"""Orbax checkpoints: asynchronous saves, keep-N, resume from the latest step, and guarded restores.
+
+Each checkpoint holds the TrainState (which includes the RNG and the step, and therefore the data position
+of the index-based pipeline) and a JSON record with the model's fingerprint. A restore into a different
+model configuration stops with the differences named, before anything is written. Restores go straight
+into the target shardings, so a checkpoint saved on one mesh restores onto any other.
+"""
+import json
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from shardline.partitioning.errors import UserError
+
+STATE = "state"
+META = "meta"
+
+
+def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+  if isinstance(d, dict):
+    out = {}
+    for k, v in d.items():
+      out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+  return {prefix.rstrip("."): d}
+
+
+def fingerprint_diff(saved: Dict[str, Any], current: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+  """Keys whose values differ between two fingerprints: key -> (saved, current)."""
+  a, b = _flatten(json.loads(json.dumps(saved))), _flatten(json.loads(json.dumps(current)))
+  return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+class Checkpointer:
+  """Saves and restores training state under `<model_dir>/checkpoints`."""
+
+  def __init__(self, model_dir: str, keep: int = 3, save_every: int = 1000, async_save: bool = True):
+    if keep < 1:
+      raise UserError(f"keep_checkpoints = {keep}; keep at least 1 checkpoint.")
+    self.directory = os.path.abspath(os.path.join(model_dir, "checkpoints"))
+    self.save_every = save_every
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> Optional[int]:
+    """The newest committed step, or None. Incomplete (in-flight or killed) saves are not counted."""
+    return self._manager.latest_step()
+
+  def all_steps(self):
+    return self._manager.all_steps()
+
+  def save(self, step: int, state: Any, meta: Dict[str, Any]) -> None:
+    """Starts an asynchronous save of `state`; refuses a state with non-finite values."""
+    if not bool(_all_finite(state.params)):
+      raise UserError(f"Refusing to checkpoint step {step}: the parameters contain NaN or Inf. The last good "
+                      f"checkpoint in {self.directory} is kept. Lower the learning rate or enable clipping.")
+    self._manager.save(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(dict(meta, step=step))}), force=True)
+
+  def read_meta(self, step: int) -> Dict[str, Any]:
+    """The JSON record saved with `step`."""
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
+    except Exception as e:  # orbax raises many types for damaged files.
+      raise self._corrupt(step, e) from e
+
+  def restore(self, step: int, abstract_state: Any, state_sharding: Any) -> Any:
+    """Restores `step` into the given shardings (any mesh)."""
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract_state, state_sharding)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)}))
+    except Exception as e:  # orbax raises many types for damaged files.
+      raise self._corrupt(step, e) from e
+    return restored[STATE]
+
+  def check_fingerprint(self, step: int, current: Dict[str, Any]) -> None:
+    """Stops if the checkpoint at `step` was written by a different model configuration."""
+    saved = self.read_meta(step).get("fingerprint")
+    if saved is None:
+      raise UserError(f"Checkpoint step {step} in {self.directory} has no model fingerprint, so shardline "
+                      "cannot tell whether it matches this configuration. Use a fresh MODEL_DIR.")
+    diff = fingerprint_diff(saved, current)
+    if diff:
+      shown = "; ".join(f"{k}: checkpoint={a!r}, now={b!r}" for k, (a, b) in list(diff.items())[:8])
+      more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
+      raise UserError(f"MODEL_DIR {os.path.dirname(self.directory)} holds checkpoints of a different model "
+                      f"configuration: {shown}{more}. Nothing was restored or overwritten. Use a new "
+                      "--gin.MODEL_DIR for this configuration, or restore the original settings.")
+
+  def _corrupt(self, step: int, error: Exception) -> UserError:
+    return UserError(f"Checkpoint step {step} in {self.directory} could not be read "
+                     f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). It is "
+                     "truncated or corrupt. shardline deleted nothing: move that step's folder aside to resume "
+                     "from the previous checkpoint, or use a new MODEL_DIR.")
+
+  def wait(self) -> None:
+    """Blocks until in-flight saves are committed."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

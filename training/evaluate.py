@@ -1,0 +1,57 @@
+"""Evaluation: metrics over a whole split, during training or from a checkpoint (`shardline eval`)."""
+import os
+from typing import Any, Dict, Optional
+
+import gin
+import jax
+
+from shardline.models.base import BaseModel
+from shardline.partitioning import mesh as mesh_lib
+from shardline.partitioning.errors import UserError
+from shardline.tasks import loader
+from shardline.training import checkpoints as checkpoints_lib
+from shardline.training import data as data_lib
+from shardline.training import setup as setup_lib
+from shardline.training import step as step_lib
+from shardline.training import summaries as summaries_lib
+
+
+def run_eval(eval_step: step_lib.PartitionedFunction, params: Any, feeder: data_lib.BatchFeeder,
+             batch_size: int) -> Dict[str, float]:
+  """Exact metrics over every example of the feeder's split (padding carries weight 0)."""
+  totals = None
+  for batch in feeder.eval_batches(batch_size):
+    totals = summaries_lib.accumulate(totals, eval_step(params, batch))
+  return {k: float(s / max(w, 1e-12)) for k, (s, w) in totals.items()}
+
+
+@gin.configurable("evaluate", denylist=["devices"])
+def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: str = gin.REQUIRED,
+             batch_size: int = gin.REQUIRED, split: str = "test", step: Optional[int] = None,
+             devices=None) -> Dict[str, Any]:
+  """Restores a checkpoint from `model_dir` (the latest, or `step`) and evaluates it on `split`.
+
+  The mesh may differ from the one used in training: the checkpoint is restored into this run's shardings.
+  """
+  checkpointer = checkpoints_lib.Checkpointer(model_dir, async_save=False)
+  available = checkpointer.all_steps()
+  if not available:
+    raise UserError(f"No checkpoint found in {checkpointer.directory}. Train first, or point "
+                    "--gin.MODEL_DIR at a directory that holds checkpoints.")
+  step = available[-1] if step is None else step
+  if step not in available:
+    raise UserError(f"No checkpoint for step {step} in {checkpointer.directory}; available: {list(available)}.")
+  run = setup_lib.build(model, total_steps=max(step, 1), global_batch=batch_size, devices=devices)
+  data_lib.check_batch_divisible(batch_size, run.partitioner, "evaluate.batch_size")
+  checkpointer.check_fingerprint(step, run.fingerprint())
+  state = checkpointer.restore(step, run.abstract_state, run.state_sharding)
+  checkpointer.close()
+  feeder = data_lib.BatchFeeder(loader.materialize(task, split), run.eval_batch_sharding)
+  eval_step = step_lib.jit_eval_step(model, run.partitioner, run.state_sharding.params,
+                                     run.eval_batch_sharding)
+  metrics = run_eval(eval_step, state.params, feeder, batch_size)
+  if jax.process_index() == 0:
+    print(f"Evaluated checkpoint step {step} of {os.path.abspath(model_dir)} on {task}/{split} "
+          f"({feeder.num_examples} examples, mesh {mesh_lib.describe(run.partitioner.mesh)}): "
+          + summaries_lib.format_line(step, metrics).split(" | ", 1)[1])
+  return {"step": step, "split": split, "metrics": metrics, "num_examples": feeder.num_examples}

@@ -1,0 +1,50 @@
+"""What train, eval and plan share: the partitioner, optimizer, abstract state and shardings of a run."""
+import dataclasses
+from typing import Any, Callable, Dict
+
+import optax
+from jax.sharding import NamedSharding
+
+from shardline.models.base import BaseModel
+from shardline.partitioning import mesh as mesh_lib
+from shardline.partitioning import rules as rules_lib
+from shardline.partitioning.context import Partitioner
+from shardline.training import optimizer as optimizer_lib
+from shardline.training import train_state
+
+
+@dataclasses.dataclass
+class RunSetup:
+  """A model placed on a mesh, with its optimizer and the shardings of its state and batches."""
+  model: BaseModel
+  partitioner: Partitioner
+  tx: optax.GradientTransformation
+  schedule: Callable
+  abstract_state: train_state.TrainState
+  state_sharding: train_state.TrainState
+  logical_axes: Any
+  batch_sharding: Dict[str, NamedSharding]
+  eval_batch_sharding: Dict[str, NamedSharding]
+
+  def fingerprint(self) -> Dict[str, Any]:
+    """Identifies the model architecture and parameter layout, for checkpoint compatibility."""
+    return self.model.fingerprint()
+
+
+def build(model: BaseModel, total_steps: int, global_batch: int, seed: int = 0,
+          devices=None) -> RunSetup:
+  """Builds the mesh and rules from gin, the optimizer, and the abstract state with its shardings.
+
+  Validation happens here, before any compute: the mesh against the devices and every parameter dimension
+  against the rules.
+  """
+  partitioner = Partitioner(mesh_lib.make_mesh(devices=devices), rules_lib.rule_set())
+  tx, schedule = optimizer_lib.make_optimizer(total_steps=total_steps)
+  batch_spec = model.batch_spec(global_batch)
+  abstract, sharding, logical = train_state.abstract_state(model, tx, batch_spec, partitioner, seed)
+  axes_by_feature = model.batch_axes()
+  batch_sharding = {name: partitioner.sharding(axes_by_feature[name]) for name in batch_spec}
+  # Evaluation batches add a per-example 'weight' (0 for padding).
+  eval_batch_sharding = dict(batch_sharding, weight=partitioner.sharding(axes_by_feature["weight"]))
+  return RunSetup(model, partitioner, tx, schedule, abstract, sharding, logical, batch_sharding,
+                  eval_batch_sharding)

@@ -1,0 +1,87 @@
+"""The jitted train and eval steps, with explicit input and output shardings."""
+from typing import Any, Callable, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from shardline.models.base import BaseModel, Metrics
+from shardline.partitioning.context import Partitioner, use_partitioner
+from shardline.training.train_state import TrainState
+
+
+def _tree_where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def train_step_fn(model: BaseModel, tx: optax.GradientTransformation, schedule: Callable,
+                  inject_nan_at_step: int = -1) -> Callable[[TrainState, Dict], Tuple[TrainState, Metrics]]:
+  """One optimisation step.
+
+  An update whose loss or gradient norm is not finite is never applied: the state keeps its previous values,
+  the step counter still advances (so the data moves on), and `skipped` counts it. Whether a skip stops the run
+  is the trainer's policy.
+
+  Args:
+    model: the model.
+    tx: the optimizer.
+    schedule: learning rate as a function of the step, for the metrics.
+    inject_nan_at_step: fault injection for tests of the non-finite policy; -1 disables it.
+  """
+  def step(state: TrainState, batch: Dict[str, jax.Array]) -> Tuple[TrainState, Metrics]:
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+      loss, metrics = model.loss_and_metrics(params, batch, rng)
+      if inject_nan_at_step >= 0:
+        loss = jnp.where(state.step == inject_nan_at_step, jnp.nan, loss)
+      return loss, metrics
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.logical_and(jnp.isfinite(loss), jnp.isfinite(grad_norm))
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=_tree_where(finite, params, state.params),
+        opt_state=_tree_where(finite, opt_state, state.opt_state),
+        skipped=state.skipped + jnp.logical_not(finite).astype(jnp.int32))
+    one = jnp.ones((), jnp.float32)
+    metrics = dict(metrics)
+    metrics["loss"] = (loss.astype(jnp.float32), one)  # The optimised scalar; models report parts by name.
+    metrics["grad_norm"] = (grad_norm.astype(jnp.float32), one)
+    metrics["learning_rate"] = (jnp.asarray(schedule(state.step), jnp.float32), one)
+    metrics["nonfinite"] = (jnp.logical_not(finite).astype(jnp.float32), one)
+    return new_state, metrics
+  return step
+
+
+class PartitionedFunction:
+  """A jitted function that is always traced with its partitioner current, so models' constraints apply."""
+
+  def __init__(self, fn: Callable, partitioner: Partitioner, **jit_kwargs):
+    self.partitioner = partitioner
+    self._jitted = jax.jit(fn, **jit_kwargs)
+
+  def __call__(self, *args):
+    with use_partitioner(self.partitioner):
+      return self._jitted(*args)
+
+  def lower(self, *args) -> jax.stages.Lowered:
+    with use_partitioner(self.partitioner):
+      return self._jitted.lower(*args)
+
+
+def jit_train_step(step: Callable, partitioner: Partitioner, state_sharding: TrainState,
+                   batch_sharding: Dict[str, Any]) -> PartitionedFunction:
+  """The train step, jitted with explicit shardings; the input state is donated."""
+  return PartitionedFunction(step, partitioner, in_shardings=(state_sharding, batch_sharding),
+                             out_shardings=(state_sharding, partitioner.replicated()), donate_argnums=(0,))
+
+
+def jit_eval_step(model: BaseModel, partitioner: Partitioner, params_sharding: Any,
+                  batch_sharding: Dict[str, Any]) -> PartitionedFunction:
+  """Evaluation metrics of one batch, jitted."""
+  return PartitionedFunction(model.eval_metrics, partitioner, in_shardings=(params_sharding, batch_sharding),
+                             out_shardings=partitioner.replicated())

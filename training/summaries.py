@@ -1,0 +1,65 @@
+"""Metrics: reduction of (sum, weight) pairs, the per-step metrics line, and TensorBoard summaries."""
+import os
+from typing import Dict, Mapping, Optional
+
+import jax
+import numpy as np
+from tensorboardX import SummaryWriter
+
+
+def reduce_metrics(metrics: Mapping[str, tuple]) -> Dict[str, float]:
+  """{name: (sum, weight)} -> {name: sum / weight} as Python floats."""
+  host = jax.device_get(dict(metrics))
+  return {k: float(np.asarray(s) / max(float(np.asarray(w)), 1e-12)) for k, (s, w) in host.items()}
+
+
+def accumulate(total: Optional[Dict[str, tuple]], metrics: Mapping[str, tuple]) -> Dict[str, tuple]:
+  """Adds (sum, weight) pairs on the host."""
+  host = jax.device_get(dict(metrics))
+  if total is None:
+    return {k: (np.asarray(s, np.float64), np.asarray(w, np.float64)) for k, (s, w) in host.items()}
+  return {k: (total[k][0] + s, total[k][1] + w) for k, (s, w) in host.items()}
+
+
+def format_line(step: int, values: Mapping[str, float]) -> str:
+  """'step 100 | loss 0.1234 | accuracy 96.50% | ...' with the usual units."""
+  parts = [f"step {step}"]
+  for key, value in values.items():
+    if value is None:
+      continue
+    if key in ("accuracy", "eval_accuracy", "mfu") or key.endswith("accuracy"):
+      parts.append(f"{key} {100 * value:.2f}%")
+    elif key == "learning_rate":
+      parts.append(f"lr {value:.2e}")
+    elif key == "step_time":
+      parts.append(f"{value * 1e3:.1f} ms/step")
+    elif key == "examples_per_sec":
+      parts.append(f"{value:.1f} ex/s")
+    elif key == "tflops_per_device":
+      parts.append(f"{value:.3f} TFLOP/s/dev")
+    else:
+      parts.append(f"{key} {value:.4g}")
+  return " | ".join(parts)
+
+
+class Summaries:
+  """TensorBoard event files under MODEL_DIR/{train,eval}; only the primary process writes."""
+
+  def __init__(self, model_dir: str, primary: bool):
+    self._writers = {}
+    if primary:
+      for kind in ("train", "eval"):
+        self._writers[kind] = SummaryWriter(logdir=os.path.join(model_dir, kind))
+
+  def write(self, kind: str, step: int, values: Mapping[str, float]) -> None:
+    writer = self._writers.get(kind)
+    if writer is None:
+      return
+    for key, value in values.items():
+      if value is not None:
+        writer.add_scalar(key, value, step)
+    writer.flush()
+
+  def close(self) -> None:
+    for writer in self._writers.values():
+      writer.close()
