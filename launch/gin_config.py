@@ -139,7 +139,8 @@ def parse(gin_files: Sequence[str], bindings: Iterable[str] = (), search_paths: 
   registry.import_all()
   gin.clear_config()
   for path in [GIN_DIR, os.getcwd(), *search_paths]:
-    gin.add_config_file_search_path(path)
+    if path not in gin_config_lib._LOCATION_PREFIXES:  # pylint: disable=protected-access
+      gin.add_config_file_search_path(path)
   if not gin_files:
     raise UserError("No --gin_file given. Pass at least one, e.g. "
                     "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin.")
