@@ -5,6 +5,20 @@ from typing import Optional
 import gin
 import jax
 
+# XLA:CPU's concurrency-optimised scheduler lets simulated devices enter independent collectives (the rings
+# of the collective matmuls, say) in different orders; on a machine with few cores they then starve each
+# other's rendezvous until XLA aborts. Scheduling in program order avoids it. Only the CPU backend reads it.
+CPU_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
+
+
+def set_cpu_xla_flags() -> None:
+  """Adds CPU_XLA_FLAGS to $XLA_FLAGS (unless the user set them); call before any device is used."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  for flag in CPU_XLA_FLAGS:
+    if flag.split("=")[0] not in flags:
+      flags = f"{flags} {flag}".strip()
+  os.environ["XLA_FLAGS"] = flags
+
 
 @gin.configurable("runtime")
 def configure(cpu_devices: Optional[int] = None, compilation_cache_dir: Optional[str] = None,
@@ -17,6 +31,7 @@ def configure(cpu_devices: Optional[int] = None, compilation_cache_dir: Optional
       ~/.cache/shardline/xla by default. '' disables it.
     matmul_precision: jax_default_matmul_precision.
   """
+  set_cpu_xla_flags()
   if cpu_devices:
     jax.config.update("jax_num_cpu_devices", int(cpu_devices))
   if compilation_cache_dir is None:

@@ -6,6 +6,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("SHARDLINE_COMPILATION_CACHE", os.path.join(_REPO, ".cache", "xla-tests"))
 
+from shardline.launch import runtime  # noqa: E402  pylint: disable=g-import-not-at-top
+
+runtime.set_cpu_xla_flags()
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 
 jax.config.update("jax_num_cpu_devices", 8)

@@ -65,10 +65,10 @@ class Block(nn.Module):
     x = constrain(x, RESIDUAL_AXES)
     if cfg.parallel_block:
       y = LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.EMBED, dtype=dtype, name="norm")(x)
-      q, k, v, hidden = projections.input_projections(y, w, cfg.linear_impl)
+      q, k, v, hidden = projections.input_projections(y, w, cfg.linear_impl, cfg.async_bidirectional)
       o = self._attend(q, k, v)
       hidden = nn.gelu(hidden)
-      x = x + projections.output_projections(o, hidden, w, cfg.linear_impl)
+      x = x + projections.output_projections(o, hidden, w, cfg.linear_impl, cfg.async_bidirectional)
     else:
       y = LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.EMBED, dtype=dtype, name="attn_norm")(x)
       q, k, v = projections.qkv_projection(y, w)

@@ -25,7 +25,10 @@ class ViT22BConfig:
     qkv_bias, layernorm_bias: ViT-22B has neither.
     out_bias, mlp_bias: biases of the attention output projection and of the MLP (the paper keeps them).
     dtype: compute dtype, 'float32' or 'bfloat16'; parameters stay float32.
-    linear_impl: 'xla' (plain sharded einsums) or 'async' (collective matmuls that overlap communication).
+    linear_impl: 'xla' (plain sharded einsums) or 'async' (collective matmuls that overlap communication);
+      'async' fuses the parallel block's projections and needs the fsdp_tensor rules. The sequential block
+      always uses 'xla'.
+    async_bidirectional: with 'async', send half of every block each way round the ring.
     attention_impl: attention implementation, see kernels/attention/api.py.
     remat_policy: rematerialisation of each block: 'none', 'full', 'dots' or 'dots_no_batch'.
     scan_layers: scan the blocks (one compiled body; faster compiles at depth).
@@ -48,6 +51,7 @@ class ViT22BConfig:
   mlp_bias: bool = True
   dtype: str = "float32"
   linear_impl: str = "xla"
+  async_bidirectional: bool = False
   attention_impl: str = "xla"
   remat_policy: str = "none"
   scan_layers: bool = True

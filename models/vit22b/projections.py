@@ -2,14 +2,17 @@
 
 `input_projections` computes Q, K, V and the MLP's first matmul from one normalised input; `output_projections`
 sums the attention-output and MLP-output matmuls into one residual update. With `linear_impl='xla'` these are
-plain einsums that XLA shards from the rules. The sequential block (ablation only) uses `qkv_projection`,
-`attention_output` and `mlp`.
+plain einsums that XLA shards from the rules; with `linear_impl='async'` each group is one collective matmul
+(partitioning/async_linear.py) whose communication overlaps its compute. The sequential block (ablation
+only) uses `qkv_projection`, `attention_output` and `mlp`.
 """
 from typing import NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from shardline.partitioning import async_linear
 
 
 class BlockWeights(NamedTuple):
@@ -54,22 +57,35 @@ def mlp(y: jax.Array, w: BlockWeights) -> jax.Array:
   return out if w.mlp_out_bias is None else out + w.mlp_out_bias
 
 
-def input_projections(y: jax.Array, w: BlockWeights, linear_impl: str):
+def input_projections(y: jax.Array, w: BlockWeights, linear_impl: str, bidirectional: bool = False):
   """Q, K, V [b, l, h, d] and the MLP pre-activation [b, l, m] from one input y [b, l, e]."""
-  if linear_impl != "xla":
+  if linear_impl == "async":
+    # One all-gather-matmul: y's length blocks travel the ring while each device multiplies by its heads'
+    # Q, K, V columns and its MLP columns, concatenated.
+    q, k, v, hidden = async_linear.fused_all_gather_matmul(y, (w.query, w.key, w.value, w.mlp_in),
+                                                           bidirectional)
+    if w.qkv_bias is not None:
+      q, k, v = q + w.qkv_bias[0], k + w.qkv_bias[1], v + w.qkv_bias[2]
+  elif linear_impl == "xla":
+    q, k, v = qkv_projection(y, w)
+    hidden = jnp.einsum("ble,em->blm", y, w.mlp_in)
+  else:
     raise ValueError(f"Unknown linear_impl {linear_impl!r}.")
-  q, k, v = qkv_projection(y, w)
-  hidden = jnp.einsum("ble,em->blm", y, w.mlp_in)
   if w.mlp_in_bias is not None:
     hidden = hidden + w.mlp_in_bias
   return q, k, v, hidden
 
 
-def output_projections(o: jax.Array, hidden: jax.Array, w: BlockWeights, linear_impl: str) -> jax.Array:
+def output_projections(o: jax.Array, hidden: jax.Array, w: BlockWeights, linear_impl: str,
+                       bidirectional: bool = False) -> jax.Array:
   """attn_out(o) + mlp_out(hidden): [b, l, h, d] and [b, l, m] -> [b, l, e]."""
-  if linear_impl != "xla":
+  if linear_impl == "async":
+    # One matmul-reduce-scatter: partial sums of both projections travel the ring together.
+    out = async_linear.fused_matmul_reduce_scatter((o, hidden), (w.attn_out, w.mlp_out), bidirectional)
+  elif linear_impl == "xla":
+    out = jnp.einsum("blhd,hde->ble", o, w.attn_out) + jnp.einsum("blm,me->ble", hidden, w.mlp_out)
+  else:
     raise ValueError(f"Unknown linear_impl {linear_impl!r}.")
-  out = jnp.einsum("blhd,hde->ble", o, w.attn_out) + jnp.einsum("blm,me->ble", hidden, w.mlp_out)
   for b in (w.attn_out_bias, w.mlp_out_bias):
     if b is not None:
       out = out + b

@@ -1,0 +1,131 @@
+"""Collective matmuls: numerics against plain references, training parity, and overlap in compiled HLO."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.experimental import topologies
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from shardline.models.vit22b.classifier import ImageClassifier
+from shardline.partitioning import async_linear, hlo_overlap, rules
+from shardline.partitioning.context import Partitioner
+from shardline.tasks import digits
+from shardline.training import step as step_lib
+from shardline.training import train_state
+from tests import helpers
+
+MESHES = [(1, 8), (2, 4), (4, 2)]  # fsdp x tensor
+
+
+def _one_d_mesh():
+  return Mesh(np.array(jax.devices()), ("tensor",), axis_types=(AxisType.Auto,))
+
+
+def _inputs(dtype, gathered):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+  x = jax.random.normal(k1, (4, 16, 32) if gathered else (4, 16, 24), jnp.float32).astype(dtype)
+  w = jax.random.normal(k2, (32, 24) if gathered else (24, 32), jnp.float32).astype(dtype) / 5
+  return x, w
+
+
+def _reference(x, w):
+  return jnp.einsum("bmk,kn->bmn", x, w, preferred_element_type=jnp.float32).astype(x.dtype)
+
+
+def _check_op(op, mesh, batch_axes, dtype, bidirectional, gathered):
+  x, w = _inputs(dtype, gathered)
+  fn = functools.partial(op, mesh=mesh, axis="tensor", batch_axes=batch_axes, bidirectional=bidirectional)
+  tol = helpers.tolerance(dtype, scale=5)
+  np.testing.assert_allclose(np.asarray(jax.jit(fn)(x, w), np.float32),
+                             np.asarray(_reference(x, w), np.float32), **tol)
+  loss = lambda f: (lambda x, w: jnp.sum(f(x, w).astype(jnp.float32) ** 2))
+  got = jax.jit(jax.grad(loss(fn), argnums=(0, 1)))(x, w)
+  want = jax.grad(loss(_reference), argnums=(0, 1))(x, w)
+  for g, r in zip(got, want):
+    scale = float(jnp.max(jnp.abs(r.astype(jnp.float32))))
+    np.testing.assert_allclose(np.asarray(g, np.float32) / scale, np.asarray(r, np.float32) / scale, **tol)
+
+
+@pytest.mark.parametrize("gathered", [True, False], ids=["all_gather_matmul", "matmul_reduce_scatter"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidi"])
+@pytest.mark.parametrize("fsdp, tensor", MESHES)
+def test_matches_reference_on_2d_meshes(fsdp, tensor, bidirectional, gathered):
+  op = async_linear.all_gather_matmul if gathered else async_linear.matmul_reduce_scatter
+  _check_op(op, helpers.mesh(fsdp=fsdp, tensor=tensor), ("fsdp",), jnp.float32, bidirectional, gathered)
+
+
+@pytest.mark.parametrize("gathered", [True, False], ids=["all_gather_matmul", "matmul_reduce_scatter"])
+def test_matches_reference_on_1d_mesh_in_bfloat16(gathered):
+  op = async_linear.all_gather_matmul if gathered else async_linear.matmul_reduce_scatter
+  _check_op(op, _one_d_mesh(), (), jnp.bfloat16, True, gathered)
+  _check_op(op, _one_d_mesh(), (), jnp.float32, False, gathered)
+
+
+def test_shape_errors_are_clear():
+  with pytest.raises(ValueError, match="divisible by 8"):
+    async_linear.all_gather_matmul(jnp.ones((2, 12, 8)), jnp.ones((8, 16)), _one_d_mesh(), "tensor")
+
+
+def _train_losses(linear_impl, steps=20):
+  model = ImageClassifier(helpers.tiny_vit(linear_impl=linear_impl))
+  partitioner = Partitioner(helpers.mesh(fsdp=4, tensor=2), rules.FSDP_TENSOR)
+  tx = optax.adamw(3e-3)
+  spec = model.batch_spec(32)
+  _, sharding, _ = train_state.abstract_state(model, tx, spec, partitioner)
+  batch_sharding = {k: partitioner.sharding(model.batch_axes()[k]) for k in spec}
+  state = train_state.init_state(model, tx, spec, partitioner, sharding)
+  step = step_lib.jit_train_step(step_lib.train_step_fn(model, tx, lambda s: 3e-3), partitioner, sharding,
+                                 batch_sharding)
+  data = digits.load_split("train")
+  losses = []
+  for i in range(steps):
+    rows = slice((i * 32) % 1408, (i * 32) % 1408 + 32)
+    state, metrics = step(state, jax.device_put({"image": data["image"][rows], "label": data["label"][rows]},
+                                                batch_sharding))
+    losses.append(float(metrics["loss"][0]))
+  return np.array(losses)
+
+
+def test_vit22b_trains_the_same_with_async_linear_ops():
+  xla, overlapped = _train_losses("xla"), _train_losses("async")
+  np.testing.assert_allclose(overlapped, xla, rtol=2e-4, atol=2e-4)
+  assert xla[-1] < 0.8 * xla[0]  # and they really train
+
+
+def test_cpu_hlo_permutes_do_not_depend_on_their_steps_matmul():
+  mesh = helpers.mesh(fsdp=2, tensor=4)
+  x, w = _inputs(jnp.float32, True)
+  for bidirectional in (False, True):
+    fn = lambda x, w: async_linear.all_gather_matmul(x, w, mesh, "tensor", ("fsdp",), bidirectional)
+    counts = hlo_overlap.independent_matmuls(jax.jit(fn).lower(x, w).compile().as_text())
+    assert len(counts) == (3 if not bidirectional else 6), counts
+    assert min(counts) >= 1, counts
+
+
+def _tpu_mesh():
+  topology = topologies.get_topology_desc("v4:2x2x1", "tpu")
+  return Mesh(np.array(topology.devices).reshape(1, 2, 4, 1), ("data", "fsdp", "tensor", "expert"),
+              axis_types=(AxisType.Auto,) * 4)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidi"])
+def test_tpu_schedule_overlaps_every_transfer_with_matmuls(bidirectional, capsys):
+  mesh = _tpu_mesh()
+  spec = lambda shape, pspec: jax.ShapeDtypeStruct(shape, jnp.bfloat16, sharding=NamedSharding(mesh, pspec))
+  cases = {
+      "all_gather_matmul": (async_linear.all_gather_matmul,
+                            spec((8, 1024, 1024), P("fsdp", "tensor", None)), spec((1024, 2048), P(None, "tensor"))),
+      "matmul_reduce_scatter": (async_linear.matmul_reduce_scatter,
+                                spec((8, 1024, 2048), P("fsdp", None, "tensor")), spec((2048, 1024), P("tensor", None))),
+  }
+  for name, (op, x, w) in cases.items():
+    fn = lambda x, w, op=op: op(x, w, mesh, "tensor", ("fsdp",), bidirectional)
+    counts = hlo_overlap.overlapped_matmuls(jax.jit(fn).lower(x, w).compile().as_text())
+    with capsys.disabled():
+      print(f"\n  TPU v4:2x2x1 {name} ({'bi' if bidirectional else 'uni'}directional): matmuls between each "
+            f"collective-permute start/done = {counts}")
+    assert len(counts) == (3 if not bidirectional else 6), counts
+    assert min(counts) >= 1, counts
