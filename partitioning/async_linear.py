@@ -15,6 +15,9 @@ transpose of one op is the other, so the gradients are built from the same overl
 and the weight gradients circulate activation blocks the same way. `bidirectional=True` sends half of every
 block each way round the ring, halving the bytes per link per step.
 
+`kernel='pallas'` runs the all-gather-matmul forward as the Pallas TPU kernel of kernels/collective_matmul
+(remote DMAs instead of ppermute); its gradients use the same overlapped rings.
+
 ViT-22B fuses its four input projections into one all-gather-matmul and its two output projections into one
 matmul-reduce-scatter (`fused_all_gather_matmul`, `fused_matmul_reduce_scatter`). Models call those with
 logical layouts only; the ring and batch mesh axes come from the current partitioner's rules.
@@ -28,6 +31,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from shardline.kernels.collective_matmul import api as collective_matmul_api
 from shardline.partitioning import context
 from shardline.partitioning.errors import UserError
 
@@ -143,9 +147,14 @@ def _batch_spec(batch_axes: Tuple[str, ...]):
   return None if not batch_axes else (batch_axes[0] if len(batch_axes) == 1 else tuple(batch_axes))
 
 
+KERNELS = ("xla", "pallas")
+
+
 @functools.lru_cache(maxsize=None)
-def _ops(mesh: Mesh, axis: str, batch_axes: Tuple[str, ...], bidirectional: bool):
+def _ops(mesh: Mesh, axis: str, batch_axes: Tuple[str, ...], bidirectional: bool, kernel: str = "xla"):
   """Builds (all_gather_matmul, matmul_reduce_scatter) for one mesh, ring axis and batch axes."""
+  if kernel not in KERNELS:
+    raise ValueError(f"Unknown collective matmul kernel {kernel!r}; choose one of {KERNELS}.")
   size = mesh.shape[axis]
   B = _batch_spec(batch_axes)
   rows_split, cols_split = P(B, axis, None), P(B, None, axis)
@@ -163,16 +172,17 @@ def _ops(mesh: Mesh, axis: str, batch_axes: Tuple[str, ...], bidirectional: bool
     return wrapped
 
   ag = sm(_ag_matmul_local, (rows_split, w_cols), cols_split)
+  ag_forward = ag if kernel == "xla" else collective_matmul_api.forward_fn(mesh, axis, batch_axes, "pallas")
   rs = sm(_matmul_rs_local, (cols_split, w_rows), rows_split)
   ag_dw = sm(reduce_over_batch(_ag_weight_grad_local), (rows_split, cols_split), w_cols)
   rs_dw = sm(reduce_over_batch(_rs_weight_grad_local), (cols_split, rows_split), w_rows)
 
   @jax.custom_vjp
   def all_gather_matmul(x, w):
-    return ag(x, w)
+    return ag_forward(x, w)
 
   def ag_fwd(x, w):
-    return ag(x, w), (x, w)
+    return ag_forward(x, w), (x, w)
 
   def ag_bwd(res, dy):
     x, w = res
@@ -198,10 +208,10 @@ def _ops(mesh: Mesh, axis: str, batch_axes: Tuple[str, ...], bidirectional: bool
 
 
 def all_gather_matmul(x: jax.Array, w: jax.Array, mesh: Mesh, axis: str, batch_axes: Sequence[str] = (),
-                      bidirectional: bool = False) -> jax.Array:
+                      bidirectional: bool = False, kernel: str = "xla") -> jax.Array:
   """all_gather(x, M) @ w with the gather decomposed into overlapped ring steps; see the module docstring."""
   _check(x, w, mesh, axis, gathered=True)
-  return _ops(mesh, axis, tuple(batch_axes), bidirectional)[0](x, w)
+  return _ops(mesh, axis, tuple(batch_axes), bidirectional, kernel)[0](x, w)
 
 
 def matmul_reduce_scatter(x: jax.Array, w: jax.Array, mesh: Mesh, axis: str, batch_axes: Sequence[str] = (),
@@ -256,8 +266,8 @@ def _local_rows(weights: Sequence[jax.Array], mesh: Mesh, axis: str) -> jax.Arra
   return jax.shard_map(fuse, mesh=mesh, in_specs=specs, out_specs=P(axis, None), check_vma=False)(*weights)
 
 
-def fused_all_gather_matmul(x: jax.Array, weights: Sequence[jax.Array], bidirectional: bool = False
-                            ) -> List[jax.Array]:
+def fused_all_gather_matmul(x: jax.Array, weights: Sequence[jax.Array], bidirectional: bool = False,
+                            kernel: str = "xla") -> List[jax.Array]:
   """[x @ w for w in weights] as one all-gather-matmul.
 
   x is [batch, length, embed] (length split over the ring between blocks); each weight is [embed, d1, ...]
@@ -270,7 +280,7 @@ def fused_all_gather_matmul(x: jax.Array, weights: Sequence[jax.Array], bidirect
   mesh, axis, batch_axes = ring
   size = mesh.shape[axis]
   fused = _local_columns(weights, mesh, axis)
-  y = all_gather_matmul(x, fused, mesh, axis, batch_axes, bidirectional)  # [b, l, size * local columns]
+  y = all_gather_matmul(x, fused, mesh, axis, batch_axes, bidirectional, kernel)  # [b, l, size * columns]
   local_shapes = [(w.shape[1] // size,) + tuple(w.shape[2:]) for w in weights]
   widths = [int(np.prod(s)) for s in local_shapes]
   B = _batch_spec(batch_axes)

@@ -1,17 +1,26 @@
-"""The attention entry point the models call: validates inputs and dispatches on the implementation.
+"""The attention entry point the models call: validation, block sizes, gradients and dispatch.
 
-Implementations:
-  * 'xla': `reference.attention`, plain einsums; the default on CPU.
-  * 'cudnn': `jax.nn.dot_product_attention(implementation='cudnn')` (GPU only).
+Implementations (gin: the models' `attention_impl`):
+  * 'xla'    reference.py, plain einsums; the fastest on CPU.
+  * 'pallas' the flash kernels: tpu.py (Mosaic) on TPU, gpu.py (Triton) on GPU; on CPU they run in
+             interpret mode (tests), the GPU kernel unless `pallas_backend='tpu'`.
+  * 'cudnn'  jax.nn.dot_product_attention(implementation='cudnn'), GPU only; no block-causal mask.
+  * 'auto'   pallas on TPU; on GPU cudnn where it supports the mask (none or causal, no segment ids) and
+             pallas otherwise; xla on CPU.
+
+Sequences of any length are padded up to the block sizes here; padded keys are removed inside the kernels and
+padded queries sliced off, so every length works (ViT-22B's 256 tokens, MGDT's 156, odd ones).
 """
-from typing import Optional
+import dataclasses
+import functools
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 
-from shardline.kernels.attention import reference
+from shardline.kernels.attention import gpu, reference, tpu
 
-IMPLEMENTATIONS = ("xla", "cudnn")
+IMPLEMENTATIONS = ("auto", "xla", "pallas", "cudnn")
 
 
 def validate(q: jax.Array, k: jax.Array, v: jax.Array, mask_kind: str, block_size: Optional[int],
@@ -39,16 +48,123 @@ def validate(q: jax.Array, k: jax.Array, v: jax.Array, mask_kind: str, block_siz
                      f"{kv_segment_ids.shape} for k {k.shape[:2]}.")
 
 
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def _next_pow2(n: int) -> int:
+  return 1 << max(n - 1, 0).bit_length()
+
+
+def block_sizes(backend: str, q_len: int, kv_len: int, head_dim: int):
+  """(block_q, block_k): TPU blocks are multiples of 128 (lanes); GPU blocks powers of two >= 16."""
+  if backend == "tpu":
+    return min(512, _round_up(q_len, 128)), min(512, _round_up(kv_len, 128))
+  cap_q, cap_k = (128, 64) if head_dim <= 128 else (64, 32)
+  return max(16, min(cap_q, _next_pow2(q_len))), max(16, min(cap_k, _next_pow2(kv_len)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+  backend: str
+  scale: float
+  block_q: int
+  block_k: int
+  kv_len: int
+  mask_kind: str
+  block_size: Optional[int]
+  interpret: Any
+
+
+def _to_kernel(x, static):  # models' [b, l, h, d] -> the kernel's layout
+  return x.transpose(0, 2, 1, 3) if static.backend == "tpu" else x
+
+
+_from_kernel = _to_kernel  # the same transpose undoes itself
+
+
+def _kernel_args(static):
+  return dict(scale=static.scale, block_q=static.block_q, block_k=static.block_k, kv_len=static.kv_len,
+              mask_kind=static.mask_kind, block_size=static.block_size, interpret=static.interpret)
+
+
+def _module(static):
+  return tpu if static.backend == "tpu" else gpu
+
+
+def _forward(static, q, k, v, q_seg, kv_seg):
+  o, lse = _module(static).forward(_to_kernel(q, static), _to_kernel(k, static), _to_kernel(v, static), q_seg,
+                                   kv_seg, **_kernel_args(static))
+  return _from_kernel(o, static), lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flash(static, q, k, v, q_seg, kv_seg):
+  return _forward(static, q, k, v, q_seg, kv_seg)[0]
+
+
+def _flash_fwd(static, q, k, v, q_seg, kv_seg):
+  o, lse = _forward(static, q, k, v, q_seg, kv_seg)
+  return o, (q, k, v, q_seg, kv_seg, o, lse)
+
+
+def _flash_bwd(static, residuals, do):
+  q, k, v, q_seg, kv_seg, o, lse = residuals
+  t = lambda x: _to_kernel(x, static)
+  dq, dk, dv = _module(static).backward(t(q), t(k), t(v), q_seg, kv_seg, t(o), lse, t(do),
+                                        **_kernel_args(static))
+  return _from_kernel(dq, static), _from_kernel(dk, static), _from_kernel(dv, static), None, None
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+def flash_attention(q, k, v, *, mask_kind="none", block_size=None, q_segment_ids=None, kv_segment_ids=None,
+                    backend: Optional[str] = None, block_q: Optional[int] = None, block_k: Optional[int] = None,
+                    interpret=None) -> jax.Array:
+  """The Pallas flash attention for any lengths; q, k, v [batch, length, heads, head_dim].
+
+  Args:
+    backend: 'tpu' or 'gpu' kernels; by default the platform's, and the GPU kernel on CPU.
+    block_q, block_k: block sizes; chosen by `block_sizes` when omitted.
+    interpret: interpret mode (True / InterpretParams); by default on CPU only.
+  """
+  platform = jax.default_backend()
+  backend = backend or ("tpu" if platform == "tpu" else "gpu")
+  if interpret is None and platform == "cpu":
+    from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top
+    interpret = pltpu.InterpretParams() if backend == "tpu" else True
+  q_len, kv_len = q.shape[1], k.shape[1]
+  default_q, default_k = block_sizes(backend, q_len, kv_len, q.shape[-1])
+  block_q, block_k = block_q or default_q, block_k or default_k
+  q_pad, kv_pad = _round_up(q_len, block_q) - q_len, _round_up(kv_len, block_k) - kv_len
+  pad = lambda x, n: jnp.pad(x, [(0, 0), (0, n)] + [(0, 0)] * (x.ndim - 2)) if n else x
+  if q_segment_ids is not None:
+    q_segment_ids = jnp.pad(q_segment_ids.astype(jnp.int32), [(0, 0), (0, q_pad)], constant_values=-1)
+    kv_segment_ids = jnp.pad(kv_segment_ids.astype(jnp.int32), [(0, 0), (0, kv_pad)], constant_values=-2)
+  static = _Static(backend, q.shape[-1] ** -0.5, block_q, block_k, kv_len, mask_kind, block_size, interpret)
+  out = _flash(static, pad(q, q_pad), pad(k, kv_pad), pad(v, kv_pad), q_segment_ids, kv_segment_ids)
+  return out[:, :q_len]
+
+
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mask_kind: str = "none",
               block_size: Optional[int] = None, q_segment_ids: Optional[jax.Array] = None,
-              kv_segment_ids: Optional[jax.Array] = None, implementation: str = "xla") -> jax.Array:
+              kv_segment_ids: Optional[jax.Array] = None, implementation: str = "auto") -> jax.Array:
   """Multi-head attention; q, k, v are [batch, length, heads, head_dim]. Returns q's shape."""
   validate(q, k, v, mask_kind, block_size, q_segment_ids, kv_segment_ids)
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"Unknown attention implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
+  platform = jax.default_backend()
+  cudnn_ok = mask_kind in ("none", "causal") and q_segment_ids is None
+  if implementation == "auto":
+    implementation = {"tpu": "pallas", "cpu": "xla"}.get(platform, "cudnn" if cudnn_ok else "pallas")
   if implementation == "xla":
     return reference.attention(q, k, v, mask_kind=mask_kind, block_size=block_size,
                                q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids)
   if implementation == "cudnn":
-    if mask_kind == "block_causal":
-      raise ValueError("cudnn attention has no block-causal mask; use implementation='pallas' or 'xla'.")
+    if not cudnn_ok:
+      raise ValueError("cudnn attention supports no mask or a causal mask, without segment ids; use "
+                       "implementation='pallas' or 'xla' for block-causal or segmented attention.")
     return jax.nn.dot_product_attention(q, k, v, is_causal=mask_kind == "causal", implementation="cudnn")
-  raise ValueError(f"Unknown attention implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
+  return flash_attention(q, k, v, mask_kind=mask_kind, block_size=block_size, q_segment_ids=q_segment_ids,
+                         kv_segment_ids=kv_segment_ids)

@@ -5,7 +5,7 @@ import gin
 
 from shardline.partitioning.errors import UserError
 
-LINEAR_IMPLS = ("xla", "async")
+LINEAR_IMPLS = ("xla", "async", "pallas")
 HEADS = ("map", "gap")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
@@ -26,10 +26,11 @@ class ViT22BConfig:
     out_bias, mlp_bias: biases of the attention output projection and of the MLP (the paper keeps them).
     dtype: compute dtype, 'float32' or 'bfloat16'; parameters stay float32.
     linear_impl: 'xla' (plain sharded einsums) or 'async' (collective matmuls that overlap communication);
-      'async' fuses the parallel block's projections and needs the fsdp_tensor rules. The sequential block
-      always uses 'xla'.
+      'async' fuses the parallel block's projections and needs the fsdp_tensor rules; 'pallas' is 'async'
+      with the all-gather-matmul forward as the Pallas TPU kernel (TPU; interpreted elsewhere, for tests).
+      The sequential block always uses 'xla'.
     async_bidirectional: with 'async', send half of every block each way round the ring.
-    attention_impl: attention implementation, see kernels/attention/api.py.
+    attention_impl: 'auto', 'xla', 'pallas' or 'cudnn'; see kernels/attention/api.py.
     remat_policy: rematerialisation of each block: 'none', 'full', 'dots' or 'dots_no_batch'.
     scan_layers: scan the blocks (one compiled body; faster compiles at depth).
   """
@@ -52,7 +53,7 @@ class ViT22BConfig:
   dtype: str = "float32"
   linear_impl: str = "xla"
   async_bidirectional: bool = False
-  attention_impl: str = "xla"
+  attention_impl: str = "auto"
   remat_policy: str = "none"
   scan_layers: bool = True
 

@@ -59,11 +59,12 @@ def mlp(y: jax.Array, w: BlockWeights) -> jax.Array:
 
 def input_projections(y: jax.Array, w: BlockWeights, linear_impl: str, bidirectional: bool = False):
   """Q, K, V [b, l, h, d] and the MLP pre-activation [b, l, m] from one input y [b, l, e]."""
-  if linear_impl == "async":
+  if linear_impl in ("async", "pallas"):
     # One all-gather-matmul: y's length blocks travel the ring while each device multiplies by its heads'
-    # Q, K, V columns and its MLP columns, concatenated.
+    # Q, K, V columns and its MLP columns, concatenated. 'pallas' runs it as the TPU remote-DMA kernel.
+    kernel = "pallas" if linear_impl == "pallas" else "xla"
     q, k, v, hidden = async_linear.fused_all_gather_matmul(y, (w.query, w.key, w.value, w.mlp_in),
-                                                           bidirectional)
+                                                           bidirectional, kernel)
     if w.qkv_bias is not None:
       q, k, v = q + w.qkv_bias[0], k + w.qkv_bias[1], v + w.qkv_bias[2]
   elif linear_impl == "xla":
@@ -79,7 +80,7 @@ def input_projections(y: jax.Array, w: BlockWeights, linear_impl: str, bidirecti
 def output_projections(o: jax.Array, hidden: jax.Array, w: BlockWeights, linear_impl: str,
                        bidirectional: bool = False) -> jax.Array:
   """attn_out(o) + mlp_out(hidden): [b, l, h, d] and [b, l, m] -> [b, l, e]."""
-  if linear_impl == "async":
+  if linear_impl in ("async", "pallas"):
     # One matmul-reduce-scatter: partial sums of both projections travel the ring together.
     out = async_linear.fused_matmul_reduce_scatter((o, hidden), (w.attn_out, w.mlp_out), bidirectional)
   elif linear_impl == "xla":

@@ -1,0 +1,180 @@
+"""Flash attention for GPUs: Pallas on the Triton backend, forward and backward.
+
+Layout [batch, length, heads, head_dim], lengths already padded to the block sizes by api.py. Each program
+handles one (batch, head, block) and loops over the other sequence in blocks with an online softmax, so the
+[length x length] matrix never exists:
+
+  forward   one query block; keys and values stream past; writes o and the row log-sum-exp.
+  dq        one query block; recomputes p = exp(s - lse) per key block; dq += (p * (dp - delta)) k.
+  dk, dv    one key block; queries stream past; dv += p^T do, dk += ds^T q.
+
+Blocks that a causal or block-causal mask hides completely are skipped, not just masked.
+"""
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
+
+from shardline.kernels.attention import masking
+
+F32 = jnp.float32
+
+
+def _dot(a, b, trans_b=False):
+  dims = (((1,), (1,)), ((), ())) if trans_b else (((1,), (0,)), ((), ()))
+  return lax.dot_general(a, b, dims, preferred_element_type=F32)
+
+
+def _forward_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, o_ref, lse_ref, *, scale, block_q, block_k, kv_len,
+                    mask_kind, block_size):
+  i = pl.program_id(2)
+  q = q_ref[...]
+  q_seg = qs_ref[...][:, None] if qs_ref is not None else None
+  head_dim = q.shape[-1]
+  end = masking.last_visible_kv(mask_kind, block_size, (i + 1) * block_q, kv_len)
+
+  def body(j, carry):
+    m, l, acc = carry
+    start = j * block_k
+    k = k_ref[pl.ds(start, block_k), :]
+    v = v_ref[pl.ds(start, block_k), :]
+    s = _dot(q, k, trans_b=True) * scale
+    kv_seg = ks_ref[pl.ds(start, block_k)][None, :] if ks_ref is not None else None
+    s = masking.apply(s, i * block_q, start, mask_kind=mask_kind, block_size=block_size, kv_len=kv_len,
+                      q_segments=q_seg, kv_segments=kv_seg)
+    m_new = jnp.maximum(m, s.max(axis=1))
+    p = jnp.exp(s - m_new[:, None])
+    alpha = jnp.exp(m - m_new)
+    return m_new, l * alpha + p.sum(axis=1), acc * alpha[:, None] + _dot(p.astype(v.dtype), v)
+
+  init = (jnp.full((block_q,), -jnp.inf, F32), jnp.zeros((block_q,), F32), jnp.zeros((block_q, head_dim), F32))
+  m, l, acc = lax.fori_loop(0, pl.cdiv(end, block_k), body, init)
+  o_ref[...] = (acc / l[:, None]).astype(o_ref.dtype)
+  lse_ref[...] = m + jnp.log(l)
+
+
+def _probabilities(q, k, lse, q_start, kv_start, q_seg, kv_seg, *, scale, mask_kind, block_size, kv_len):
+  s = masking.apply(_dot(q, k, trans_b=True) * scale, q_start, kv_start, mask_kind=mask_kind,
+                    block_size=block_size, kv_len=kv_len, q_segments=q_seg, kv_segments=kv_seg)
+  return jnp.exp(s - lse[:, None])
+
+
+def _dq_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, delta_ref, dq_ref, *, scale, block_q,
+               block_k, kv_len, mask_kind, block_size):
+  i = pl.program_id(2)
+  q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
+  q_seg = qs_ref[...][:, None] if qs_ref is not None else None
+  end = masking.last_visible_kv(mask_kind, block_size, (i + 1) * block_q, kv_len)
+
+  def body(j, dq):
+    start = j * block_k
+    k = k_ref[pl.ds(start, block_k), :]
+    v = v_ref[pl.ds(start, block_k), :]
+    kv_seg = ks_ref[pl.ds(start, block_k)][None, :] if ks_ref is not None else None
+    p = _probabilities(q, k, lse, i * block_q, start, q_seg, kv_seg, scale=scale, mask_kind=mask_kind,
+                       block_size=block_size, kv_len=kv_len)
+    ds = p * (_dot(do, v, trans_b=True) - delta[:, None])
+    return dq + _dot(ds.astype(k.dtype), k)
+
+  dq = lax.fori_loop(0, pl.cdiv(end, block_k), body, jnp.zeros(q.shape, F32))
+  dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
+
+
+def _dkv_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, scale,
+                block_q, block_k, kv_len, mask_kind, block_size):
+  j = pl.program_id(2)
+  k, v = k_ref[...], v_ref[...]
+  kv_seg = ks_ref[...][None, :] if ks_ref is not None else None
+  first = masking.first_visible_q(mask_kind, block_size, j * block_k) // block_q
+
+  def body(i, carry):
+    dk, dv = carry
+    start = i * block_q
+    q = q_ref[pl.ds(start, block_q), :]
+    do = do_ref[pl.ds(start, block_q), :]
+    lse = lse_ref[pl.ds(start, block_q)]
+    delta = delta_ref[pl.ds(start, block_q)]
+    q_seg = qs_ref[pl.ds(start, block_q)][:, None] if qs_ref is not None else None
+    p = _probabilities(q, k, lse, start, j * block_k, q_seg, kv_seg, scale=scale, mask_kind=mask_kind,
+                       block_size=block_size, kv_len=kv_len)
+    # Padded query rows need no mask here: their output cotangent do is zero, so dv and ds get nothing.
+    dv = dv + _dot(p.T.astype(do.dtype), do)
+    ds = p * (_dot(do, v, trans_b=True) - delta[:, None])
+    return dk + _dot(ds.T.astype(q.dtype), q), dv
+
+  zeros = jnp.zeros(k.shape, F32)
+  dk, dv = lax.fori_loop(first, pl.cdiv(q_ref.shape[0], block_q), body, (zeros, zeros))
+  dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
+  dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def _specs(batch, heads, block, length, head_dim):
+  """BlockSpecs over [batch, length, heads, head_dim] for a block of `block` rows (or the whole length)."""
+  tiled = pl.BlockSpec((None, block, None, head_dim), lambda b, h, i: (b, i, h, 0))
+  whole = pl.BlockSpec((None, length, None, head_dim), lambda b, h, i: (b, 0, h, 0))
+  return tiled, whole
+
+
+def _call(kernel, grid, in_specs, out_specs, out_shape, interpret, num_warps, num_stages):
+  return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+                        compiler_params=plt.CompilerParams(num_warps=num_warps, num_stages=num_stages),
+                        interpret=interpret)
+
+
+def _segment_specs(has_segments, block_q, q_pad, block_k, kv_pad, kv_major):
+  if not has_segments:
+    return [None, None]
+  row = lambda blk: pl.BlockSpec((None, blk), lambda b, h, i: (b, i))
+  whole = lambda n: pl.BlockSpec((None, n), lambda b, h, i: (b, 0))
+  if kv_major:
+    return [whole(q_pad), row(block_k)]
+  return [row(block_q), whole(kv_pad)]
+
+
+def forward(q, k, v, q_seg: Optional[jax.Array], kv_seg: Optional[jax.Array], *, scale, block_q, block_k,
+            kv_len, mask_kind, block_size, interpret=False, num_warps=4, num_stages=2):
+  """o [b, lq, h, d] and lse [b, h, lq] (float32)."""
+  b, lq, h, d = q.shape
+  lk = k.shape[1]
+  q_tile, _ = _specs(b, h, block_q, lq, d)
+  _, kv_whole = _specs(b, h, block_k, lk, d)
+  kernel = functools.partial(_forward_kernel, scale=scale, block_q=block_q, block_k=block_k, kv_len=kv_len,
+                             mask_kind=mask_kind, block_size=block_size)
+  has_segments = q_seg is not None
+  seg_specs = _segment_specs(has_segments, block_q, lq, block_k, lk, kv_major=False)
+  return _call(kernel, (b, h, lq // block_q), [q_tile, kv_whole, kv_whole, *seg_specs],
+               [q_tile, pl.BlockSpec((None, None, block_q), lambda b, h, i: (b, h, i))],
+               [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, h, lq), F32)],
+               interpret, num_warps, num_stages)(q, k, v, q_seg, kv_seg)
+
+
+def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_len, mask_kind, block_size,
+             interpret=False, num_warps=4, num_stages=2):
+  """dq, dk, dv from separate dq and dk/dv kernels."""
+  b, lq, h, d = q.shape
+  lk = k.shape[1]
+  delta = jnp.einsum("blhd,blhd->bhl", o.astype(F32), do.astype(F32))  # rowsum(o * do)
+  q_tile, q_whole = _specs(b, h, block_q, lq, d)
+  kv_tile, kv_whole = _specs(b, h, block_k, lk, d)
+  stat_tile = pl.BlockSpec((None, None, block_q), lambda b, h, i: (b, h, i))
+  stat_whole = pl.BlockSpec((None, None, lq), lambda b, h, i: (b, h, 0))
+  statics = dict(scale=scale, block_q=block_q, block_k=block_k, kv_len=kv_len, mask_kind=mask_kind,
+                 block_size=block_size)
+  has_segments = q_seg is not None
+  dq = _call(functools.partial(_dq_kernel, **statics), (b, h, lq // block_q),
+             [q_tile, kv_whole, kv_whole,
+              *_segment_specs(has_segments, block_q, lq, block_k, lk, kv_major=False),
+              q_tile, stat_tile, stat_tile],
+             q_tile, jax.ShapeDtypeStruct(q.shape, q.dtype), interpret, num_warps, num_stages)(
+                 q, k, v, q_seg, kv_seg, do, lse, delta)
+  dk, dv = _call(functools.partial(_dkv_kernel, **statics), (b, h, lk // block_k),
+                 [q_whole, kv_tile, kv_tile,
+                  *_segment_specs(has_segments, block_q, lq, block_k, lk, kv_major=True),
+                  q_whole, stat_whole, stat_whole],
+                 [kv_tile, kv_tile], [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+                 interpret, num_warps, num_stages)(q, k, v, q_seg, kv_seg, do, lse, delta)
+  return dq, dk, dv

@@ -1,0 +1,58 @@
+"""Masks of one (query block, key block) tile, shared by the GPU and TPU kernels.
+
+Two kinds of masking, applied differently so that kernels reproduce the reference exactly:
+  * the attention mask (causal, block-causal, segment ids) replaces a logit by MASK_VALUE, a large finite
+    negative number, exactly as reference.py does. A row whose keys are all masked then attends uniformly,
+    as in the reference, and stays finite;
+  * padding (key positions at or beyond the true key length, added so lengths fit the block size) is
+    removed entirely with -inf, so it never receives weight.
+"""
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from shardline.kernels.attention.reference import MASK_VALUE
+
+PAD_VALUE = -jnp.inf
+
+
+def last_visible_kv(mask_kind: str, block_size: Optional[int], q_end, kv_len: int):
+  """One past the last key a query in [.., q_end) may see (before padding is removed)."""
+  if mask_kind == "causal":
+    return jnp.minimum(q_end, kv_len)
+  if mask_kind == "block_causal":
+    return jnp.minimum(((q_end - 1) // block_size + 1) * block_size, kv_len)
+  return kv_len
+
+
+def first_visible_q(mask_kind: str, block_size: Optional[int], kv_start):
+  """The first query that may see a key at kv_start (for skipping query blocks in the dk/dv pass)."""
+  if mask_kind == "causal":
+    return kv_start
+  if mask_kind == "block_causal":
+    return (kv_start // block_size) * block_size
+  return 0
+
+
+def apply(logits: jax.Array, q_start, kv_start, *, mask_kind: str, block_size: Optional[int], kv_len: int,
+          q_segments: Optional[jax.Array] = None, kv_segments: Optional[jax.Array] = None) -> jax.Array:
+  """Masks a [block_q, block_k] tile of logits whose rows start at q_start and columns at kv_start.
+
+  q_segments [block_q, 1] and kv_segments [1, block_k] are the tile's segment ids, if any.
+  """
+  shape = logits.shape
+  q_pos = q_start + lax.broadcasted_iota(jnp.int32, shape, 0)
+  kv_pos = kv_start + lax.broadcasted_iota(jnp.int32, shape, 1)
+  keep = None
+  if mask_kind == "causal":
+    keep = q_pos >= kv_pos
+  elif mask_kind == "block_causal":
+    keep = (q_pos // block_size) >= (kv_pos // block_size)
+  if q_segments is not None:
+    same = q_segments == kv_segments
+    keep = same if keep is None else jnp.logical_and(keep, same)
+  if keep is not None:
+    logits = jnp.where(keep, logits, MASK_VALUE)
+  return jnp.where(kv_pos < kv_len, logits, PAD_VALUE)

@@ -1,0 +1,139 @@
+"""Flash attention: both Pallas kernels (GPU/Triton and TPU/Mosaic, in interpret mode on CPU) against the
+reference for every mask kind, odd lengths and head dims, forward and dq/dk/dv; TPU AOT compiles; models."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.experimental import topologies
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from shardline.kernels.attention import api, reference, tpu
+from shardline.models.vit22b.classifier import ImageClassifier
+from shardline.tasks import digits
+from tests import helpers
+
+# (batch, length, heads, head_dim, mask kind, block size, segment ids)
+CASES = [
+    (2, 64, 2, 64, "none", None, False),
+    (2, 37, 2, 64, "none", None, True),        # odd length, padding mask
+    (1, 100, 2, 128, "causal", None, False),
+    (1, 156, 1, 128, "block_causal", 39, False),  # MGDT: 4 timesteps x 39 tokens
+    (1, 50, 1, 256, "causal", None, True),
+    (1, 24, 2, 64, "block_causal", 6, True),
+]
+
+
+def _inputs(b, l, h, d, dtype, seg):
+  keys = jax.random.split(jax.random.PRNGKey(l * d), 4)
+  q, k, v, do = [jax.random.normal(key, (b, l, h, d), jnp.float32).astype(dtype) for key in keys]
+  segments = None
+  if seg:  # two sequences packed per row, the second one shorter, and padding (id 0) at the end
+    pos = jnp.arange(l)[None].repeat(b, 0)
+    segments = jnp.where(pos < l // 2, 1, jnp.where(pos < l - 5, 2, 0)).astype(jnp.int32)
+  return q, k, v, do, segments
+
+
+def _compare(fn, ref, q, k, v, do, dtype):
+  out, vjp = jax.vjp(fn, q, k, v)
+  ref_out, ref_vjp = jax.vjp(ref, q, k, v)
+  tol = helpers.tolerance(dtype, scale=10 if dtype == jnp.float32 else 1)
+  f32 = lambda x: np.asarray(x, np.float32)
+  np.testing.assert_allclose(f32(out), f32(ref_out), **tol)
+  for name, got, want in zip(("dq", "dk", "dv"), vjp(do), ref_vjp(do)):
+    scale = max(float(jnp.max(jnp.abs(want.astype(jnp.float32)))), 1.0)
+    np.testing.assert_allclose(f32(got) / scale, f32(want) / scale, **tol, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[4]}-l{c[1]}-d{c[3]}{'-seg' if c[6] else ''}")
+def test_kernel_matches_reference_float32(backend, case):
+  b, l, h, d, kind, block, seg = case
+  q, k, v, do, segments = _inputs(b, l, h, d, jnp.float32, seg)
+  masks = dict(mask_kind=kind, block_size=block, q_segment_ids=segments, kv_segment_ids=segments)
+  _compare(lambda q, k, v: api.flash_attention(q, k, v, backend=backend, **masks),
+           lambda q, k, v: reference.attention(q, k, v, **masks), q, k, v, do, jnp.float32)
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+@pytest.mark.parametrize("d", [64, 128, 256])
+def test_kernel_matches_reference_bfloat16(backend, d):
+  q, k, v, do, _ = _inputs(1, 72, 2, d, jnp.bfloat16, False)
+  _compare(lambda q, k, v: api.flash_attention(q, k, v, mask_kind="causal", backend=backend),
+           lambda q, k, v: reference.attention(q, k, v, mask_kind="causal"), q, k, v, do, jnp.bfloat16)
+
+
+def test_small_blocks_exercise_many_tiles_and_skipping():
+  q, k, v, do, _ = _inputs(1, 96, 1, 64, jnp.float32, False)
+  for kind, block in (("causal", None), ("block_causal", 12)):
+    masks = dict(mask_kind=kind, block_size=block)
+    _compare(lambda q, k, v: api.flash_attention(q, k, v, backend="gpu", block_q=16, block_k=16, **masks),
+             lambda q, k, v: reference.attention(q, k, v, **masks), q, k, v, do, jnp.float32)
+
+
+def test_block_causal_mask_is_exactly_block_causal():
+  mask = np.asarray(reference.make_mask(12, 12, "block_causal", block_size=4))[0, 0]
+  expected = np.array([[j // 4 <= i // 4 for j in range(12)] for i in range(12)])
+  np.testing.assert_array_equal(mask, expected)
+
+
+def test_validation_messages():
+  x = jnp.ones((1, 8, 2, 16))
+  with pytest.raises(ValueError, match="rank 4"):
+    api.attention(x[0], x, x)
+  with pytest.raises(ValueError, match="needs block_size"):
+    api.attention(x, x, x, mask_kind="block_causal")
+  with pytest.raises(ValueError, match="dtypes differ"):
+    api.attention(x, x.astype(jnp.bfloat16), x)
+  with pytest.raises(ValueError, match="Unknown attention implementation"):
+    api.attention(x, x, x, implementation="flash")
+  with pytest.raises(ValueError, match="both q_segment_ids and kv_segment_ids"):
+    api.attention(x, x, x, q_segment_ids=jnp.zeros((1, 8), jnp.int32))
+  with pytest.raises(ValueError, match="cudnn attention supports"):
+    api.attention(x, x, x, mask_kind="block_causal", block_size=4, implementation="cudnn")
+  assert api.block_sizes("tpu", 256, 256, 128) == (256, 256)
+  assert api.block_sizes("gpu", 37, 37, 64) == (64, 64)
+
+
+@pytest.mark.parametrize("d", [64, 128, 256])
+@pytest.mark.parametrize("kind, block, seg", [("none", None, True), ("causal", None, False),
+                                              ("block_causal", 39, False)])
+def test_tpu_kernels_compile_for_tpu_v4(d, kind, block, seg):
+  device = topologies.get_topology_desc("v4:2x2x1", "tpu").devices[0]
+  mesh = Mesh(np.array([device]), ("x",))
+  spec = lambda shape, dtype=jnp.bfloat16: jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, P()))
+  b, h, l = 2, 4, 512
+  kw = dict(scale=d ** -0.5, block_q=128, block_k=128, kv_len=500, mask_kind=kind, block_size=block)
+  segs = (spec((b, l), jnp.int32), spec((b, l), jnp.int32)) if seg else (None, None)
+  qkv = [spec((b, h, l, d))] * 3
+  with jax.set_mesh(mesh):  # the kernels read the target's TPU generation from the mesh's devices
+    fwd = jax.jit(lambda q, k, v, qs, ks: tpu.forward(q, k, v, qs, ks, **kw)).lower(*qkv, *segs).compile()
+    bwd = jax.jit(lambda q, k, v, qs, ks, o, lse, do: tpu.backward(q, k, v, qs, ks, o, lse, do, **kw)).lower(
+        *qkv, *segs, spec((b, h, l, d)), spec((b, h, l, 128), jnp.float32), spec((b, h, l, d))).compile()
+  assert fwd.as_text().count("tpu_custom_call") == 1  # one Mosaic kernel
+  assert bwd.as_text().count("tpu_custom_call") == 2  # separate dq and dk/dv kernels
+
+
+def test_vit22b_trains_with_pallas_attention_in_interpret_mode():
+  data = digits.load_split("train")
+  batch = {"image": data["image"][:8], "label": data["label"][:8]}
+  losses = {}
+  for impl in ("xla", "pallas"):
+    model = ImageClassifier(helpers.tiny_vit(attention_impl=impl, depth=1, head="gap"))
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), batch))
+    tx = optax.adam(1e-2)
+
+    @jax.jit
+    def step(params, opt, model=model, tx=tx):
+      loss, grads = jax.value_and_grad(lambda p: model.loss_and_metrics(p, batch, None)[0])(params)
+      updates, opt = tx.update(grads, opt, params)
+      return optax.apply_updates(params, updates), opt, loss
+
+    opt, run = tx.init(params), []
+    for _ in range(3):
+      params, opt, loss = step(params, opt)
+      run.append(float(loss))
+    losses[impl] = run
+  np.testing.assert_allclose(losses["pallas"], losses["xla"], rtol=1e-4)
+  assert losses["pallas"][-1] < losses["pallas"][0]
