@@ -1,4 +1,5 @@
 """How entry points report bad input: one paragraph on stderr, no traceback, a non-zero exit."""
+import os
 import sys
 from typing import Callable
 
@@ -19,12 +20,18 @@ def user_message(error: UserError) -> str:
 
 
 def run_reporting_user_errors(fn: Callable[[], int]) -> int:
-  """Runs `fn`; a UserError becomes 'shardline: error: ...' on stderr and exit code 2."""
+  """Runs `fn`; a UserError becomes 'shardline: error: ...' on stderr and exit code 2.
+
+  After a UserError everything shardline opened is closed, so the process ends at once: library threads still
+  winding down (TensorStore's, after a damaged checkpoint) would otherwise print tracebacks after the message.
+  """
   try:
     return fn()
   except UserError as e:
     print(f"shardline: error: {user_message(e)}", file=sys.stderr)
-    return e.exit_code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(e.exit_code)  # pylint: disable=protected-access
   except KeyboardInterrupt:
     print("shardline: interrupted.", file=sys.stderr)
     return 130

@@ -38,10 +38,17 @@ class BaseModel(abc.ABC):
     """Evaluation metrics for one batch; honours an optional per-example 'weight' feature (padding = 0)."""
 
   def fingerprint(self) -> Dict[str, Any]:
-    """What identifies this model's architecture, stored with checkpoints to catch mismatched restores."""
+    """What identifies this model's parameters, stored with checkpoints to catch mismatched restores.
+
+    Config fields named in the config's EXECUTION_FIELDS (implementations, dtypes, remat) change how a step
+    runs but not the parameters, so a run may switch them and still resume.
+    """
     config = getattr(self, "config", None)
+    if not dataclasses.is_dataclass(config):
+      return {"model": type(self).__name__, "config": repr(config)}
+    skip = set(getattr(config, "EXECUTION_FIELDS", ()))
     return {"model": type(self).__name__,
-            "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)}
+            "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}}
 
 
 def mean_metric(values: jax.Array, weights: jax.Array) -> Tuple[jax.Array, jax.Array]:

@@ -40,8 +40,35 @@ def mesh(data=1, fsdp=1, tensor=1, expert=1, devices=None) -> Mesh:
   return Mesh(devices.reshape(shape), axes.MESH_AXES, axis_types=(AxisType.Auto,) * 4)
 
 
+def shardline_command(*args: str):
+  """The argv of `python -m shardline.launch.cli <args>`."""
+  return [sys.executable, "-m", "shardline.launch.cli", *args]
+
+
+def subprocess_env(env: dict = None) -> dict:
+  return dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+
+
 def run_shardline(*args: str, timeout: float = 600, env: dict = None) -> subprocess.CompletedProcess:
   """Runs `python -m shardline.launch.cli <args>` in a subprocess from the repository root."""
-  full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-  return subprocess.run([sys.executable, "-m", "shardline.launch.cli", *args], capture_output=True, text=True,
-                        timeout=timeout, env=full_env, cwd=REPO)
+  return subprocess.run(shardline_command(*args), capture_output=True, text=True, timeout=timeout,
+                        env=subprocess_env(env), cwd=REPO)
+
+
+def tiny_train_args(model_dir, steps: int, *extra: str):
+  """`shardline train` arguments for the tiny ViT-22B on digits: a metrics line and row every step."""
+  return ("train", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin", f"--gin.MODEL_DIR='{model_dir}'",
+          f"--gin.train.steps={steps}", "--gin.train.log_every=1", "--gin.train.eval_every=1000",
+          "--gin.train.checkpoint_every=3", *extra)
+
+
+def train_losses(model_dir) -> dict:
+  """step -> loss from MODEL_DIR/metrics/train.jsonl; a step logged twice (before and after a resume) keeps
+  its last value."""
+  import json  # pylint: disable=g-import-not-at-top
+  losses = {}
+  with open(os.path.join(model_dir, "metrics", "train.jsonl")) as f:
+    for line in f:
+      row = json.loads(line)
+      losses[row["step"]] = row["loss"]
+  return losses

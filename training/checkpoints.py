@@ -7,13 +7,14 @@ into the target shardings, so a checkpoint saved on one mesh restores onto any o
 """
 import json
 import os
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from shardline.partitioning.errors import UserError
+from shardline.partitioning.errors import UserError, stderr_silenced
 
 STATE = "state"
 META = "meta"
@@ -78,10 +79,14 @@ class Checkpointer:
     """Restores `step` into the given shardings (any mesh)."""
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, state_sharding)
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)}))
-    except Exception as e:  # orbax raises many types for damaged files.
-      raise self._corrupt(step, e) from e
+    # A damaged file fails one read while others are in flight; TensorStore then reports those on an event loop
+    # orbax has closed, as tracebacks Python cannot catch. They say nothing beyond the error raised here.
+    with stderr_silenced():
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)}))
+      except Exception as e:  # orbax raises many types for damaged files.
+        time.sleep(0.5)  # let the stray callbacks run while stderr is still silenced
+        raise self._corrupt(step, e) from e
     return restored[STATE]
 
   def check_fingerprint(self, step: int, current: Dict[str, Any]) -> None:
@@ -99,10 +104,10 @@ class Checkpointer:
                       "--gin.MODEL_DIR for this configuration, or restore the original settings.")
 
   def _corrupt(self, step: int, error: Exception) -> UserError:
-    return UserError(f"Checkpoint step {step} in {self.directory} could not be read "
-                     f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). It is "
-                     "truncated or corrupt. shardline deleted nothing: move that step's folder aside to resume "
-                     "from the previous checkpoint, or use a new MODEL_DIR.")
+    detail = (str(error).splitlines() or [""])[0].split(" See full TensorStore details")[0][:200]
+    return UserError(f"Checkpoint step {step} in {self.directory} could not be read ({detail}). It is "
+                     f"truncated or corrupt. shardline deleted nothing: move {os.path.join(self.directory, str(step))}"
+                     " aside to resume from the previous checkpoint, or use a new MODEL_DIR.")
 
   def wait(self) -> None:
     """Blocks until in-flight saves are committed."""

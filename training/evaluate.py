@@ -41,11 +41,13 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
   step = available[-1] if step is None else step
   if step not in available:
     raise UserError(f"No checkpoint for step {step} in {checkpointer.directory}; available: {list(available)}.")
-  run = setup_lib.build(model, total_steps=max(step, 1), global_batch=batch_size, devices=devices)
-  data_lib.check_batch_divisible(batch_size, run.partitioner, "evaluate.batch_size")
-  checkpointer.check_fingerprint(step, run.fingerprint())
-  state = checkpointer.restore(step, run.abstract_state, run.state_sharding)
-  checkpointer.close()
+  try:
+    run = setup_lib.build(model, total_steps=max(step, 1), global_batch=batch_size, devices=devices)
+    data_lib.check_batch_divisible(batch_size, run.partitioner, "evaluate.batch_size")
+    checkpointer.check_fingerprint(step, run.fingerprint())
+    state = checkpointer.restore(step, run.abstract_state, run.state_sharding)
+  finally:
+    checkpointer.close()
   feeder = data_lib.BatchFeeder(loader.materialize(task, split), run.eval_batch_sharding)
   eval_step = step_lib.jit_eval_step(model, run.partitioner, run.state_sharding.params,
                                      run.eval_batch_sharding)

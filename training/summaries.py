@@ -1,4 +1,5 @@
 """Metrics: reduction of (sum, weight) pairs, the per-step metrics line, and TensorBoard summaries."""
+import json
 import os
 from typing import Dict, Mapping, Optional
 
@@ -43,13 +44,17 @@ def format_line(step: int, values: Mapping[str, float]) -> str:
 
 
 class Summaries:
-  """TensorBoard event files under MODEL_DIR/{train,eval}; only the primary process writes."""
+  """TensorBoard event files under MODEL_DIR/{train,eval}, and the same values, exact, as JSON lines in
+  MODEL_DIR/metrics/{train,eval}.jsonl (appended across resumes). Only the primary process writes."""
 
   def __init__(self, model_dir: str, primary: bool):
     self._writers = {}
+    self._jsonl = {}
     if primary:
+      os.makedirs(os.path.join(model_dir, "metrics"), exist_ok=True)
       for kind in ("train", "eval"):
         self._writers[kind] = SummaryWriter(logdir=os.path.join(model_dir, kind))
+        self._jsonl[kind] = open(os.path.join(model_dir, "metrics", f"{kind}.jsonl"), "a")
 
   def write(self, kind: str, step: int, values: Mapping[str, float]) -> None:
     writer = self._writers.get(kind)
@@ -59,7 +64,12 @@ class Summaries:
       if value is not None:
         writer.add_scalar(key, value, step)
     writer.flush()
+    self._jsonl[kind].write(json.dumps({"step": step, **{k: v for k, v in values.items() if v is not None}})
+                            + "\n")
+    self._jsonl[kind].flush()
 
   def close(self) -> None:
     for writer in self._writers.values():
       writer.close()
+    for f in self._jsonl.values():
+      f.close()

@@ -34,6 +34,8 @@ class ViT22BConfig:
     remat_policy: rematerialisation of each block: 'none', 'full', 'dots' or 'dots_no_batch'.
     scan_layers: scan the blocks (one compiled body; faster compiles at depth).
   """
+  EXECUTION_FIELDS = ("dtype", "linear_impl", "async_bidirectional", "attention_impl", "remat_policy")
+
   num_classes: int = 1000
   image_size: int = 224
   channels: int = 3

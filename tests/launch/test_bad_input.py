@@ -1,0 +1,87 @@
+"""Every kind of bad input, through the real CLI in a subprocess: one paragraph on stderr that says what is
+wrong and how to fix it, exit code 2, no traceback, and nothing of the user's created, changed or lost."""
+import concurrent.futures
+import os
+import shutil
+
+import pytest
+
+from tests import helpers
+
+EXPERIMENT = "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin"
+
+
+def _cases(tmp):
+  run = f"--gin.MODEL_DIR='{tmp}/run'"
+  return {
+      "unknown configurable": (["train", EXPERIMENT, run, "--gin.trian.steps=3"],
+                               ["no configurable named 'trian'", "Did you mean", "train"]),
+      "unknown parameter": (["train", EXPERIMENT, run, "--gin.train.batchsize=3"],
+                            ["has no parameter 'batchsize'", "Did you mean batch_size"]),
+      "missing required values": (["train", EXPERIMENT, "--gin.BATCH_SIZE=%gin.REQUIRED"],
+                                  ["2 required value(s)", "MODEL_DIR", "BATCH_SIZE"]),
+      "unquoted string": (["train", EXPERIMENT, f"--gin.MODEL_DIR={tmp}/run"],
+                          ["is not a gin literal", "--gin.MODEL_DIR=\"'"]),
+      "unknown seqio task": (["train", EXPERIMENT, run, "--gin.TASK='digts'"],
+                             ["Unknown seqio task 'digts'", "Did you mean: digits"]),
+      "mesh does not match devices": (["train", EXPERIMENT, run, "--gin.partitioning.make_mesh.ici_tensor=4"],
+                                      ["needs 16 devices but 8 are available", "-1"]),
+      "indivisible batch": (["train", EXPERIMENT, run, "--gin.BATCH_SIZE=130"],
+                            ["130 is not divisible by the data-parallel size 4", "Use a multiple of 4"]),
+      "indivisible rule": (["train", EXPERIMENT, run, "--gin.vit22b.ViT22BConfig.mlp_dim=255"],
+                           ["encoder/layers/mlp_in", "logical axis 'mlp'", "'mlp' -> 'tensor'"]),
+      "missing data directory": (["train", EXPERIMENT, "--gin_file=tasks/tfds_image.gin", run,
+                                  "--gin.tasks.tfds_image_classification.tfds_name='cifar10'",
+                                  f"--gin.tasks.tfds_image_classification.data_dir='{tmp}/no_data'",
+                                  "--gin.NUM_CLASSES=10", "--gin.IMAGE_SIZE=8", "--gin.CHANNELS=1"],
+                                 ["does not exist", "tfds build cifar10"]),
+      "negative learning rate": (["train", EXPERIMENT, run, "--gin.optimizer.make_optimizer.learning_rate=-0.1"],
+                                 ["learning_rate = -0.1 is out of range", "> 0.0"]),
+      "unknown rule set": (["train", EXPERIMENT, run, "--gin.partitioning.rule_set.name='fsdp-tensor'"],
+                           ["Unknown partitioning rule set 'fsdp-tensor'", "fsdp_tensor"]),
+  }
+
+
+def _check(result, needles):
+  assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-2000:]
+  message = result.stderr.strip()
+  assert message.startswith("shardline: error:") and "Traceback" not in message, message
+  assert "\n\n" not in message  # one paragraph
+  for needle in needles:
+    assert needle in message, (needle, message)
+
+
+def test_bad_input_matrix(tmp_path):
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "mine.txt").write_text("keep")
+  cases = _cases(tmp_path)
+  with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    futures = {name: pool.submit(helpers.run_shardline, *args) for name, (args, _) in cases.items()}
+  failures = []
+  for name, (_, needles) in cases.items():
+    try:
+      _check(futures[name].result(), needles)
+    except AssertionError as e:
+      failures.append(f"{name}: {e}")
+  assert not failures, "\n".join(failures)
+  assert sorted(os.listdir(tmp_path / "run")) == ["mine.txt"]  # nothing created, nothing lost
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_checkpoint(tmp_path, damage):
+  model_dir = tmp_path / "run"
+  trained = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 3))
+  assert trained.returncode == 0, trained.stderr[-2000:]
+  data = model_dir / "checkpoints" / "3" / "state" / "ocdbt.process_0" / "d"
+  for chunk in data.iterdir():
+    raw = bytearray(chunk.read_bytes())
+    raw = raw[:len(raw) // 2] if damage == "truncate" else bytearray(b ^ 0x5A for b in raw)
+    chunk.write_bytes(bytes(raw))
+  snapshot = tmp_path / "snapshot"
+  shutil.copytree(model_dir, snapshot)
+  result = helpers.run_shardline("eval", EXPERIMENT, f"--gin.MODEL_DIR='{model_dir}'")
+  _check(result, ["Checkpoint step 3", "truncated or corrupt", "deleted nothing", "aside"])
+  for root, _, files in os.walk(snapshot):
+    for name in files:
+      rel = os.path.relpath(os.path.join(root, name), snapshot)
+      assert (model_dir / rel).read_bytes() == (snapshot / rel).read_bytes(), rel

@@ -1,0 +1,135 @@
+"""Faults proven for real: processes SIGKILLed mid-training and mid-save, NaNs, and a mismatched MODEL_DIR."""
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests import helpers
+
+STEPS = 12
+
+
+def _popen(args):
+  return subprocess.Popen(helpers.shardline_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=helpers.subprocess_env(), cwd=helpers.REPO)
+
+
+def _finish(args, timeout=300):
+  result = helpers.run_shardline(*args, timeout=timeout)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return result
+
+
+def _tree(path):
+  """Every file under path with its size and mtime: to prove nothing was changed."""
+  out = {}
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      stat = os.stat(full)
+      out[os.path.relpath(full, path)] = (stat.st_size, stat.st_mtime_ns)
+  return out
+
+
+@pytest.fixture(scope="module")
+def reference_losses(tmp_path_factory):
+  model_dir = tmp_path_factory.mktemp("reference")
+  _finish(helpers.tiny_train_args(model_dir, STEPS))
+  losses = helpers.train_losses(model_dir)
+  assert sorted(losses) == list(range(1, STEPS + 1))
+  return losses
+
+
+def test_sigkill_mid_training_then_resume_gives_identical_losses(tmp_path, reference_losses):
+  kill_after = random.Random(os.getpid()).randint(4, 9)  # a random step, reported on failure
+  model_dir = tmp_path / "run"
+  args = helpers.tiny_train_args(model_dir, STEPS)
+  process = _popen(args)
+  for line in process.stdout:
+    if not line.startswith("step ") or int(line.split()[1]) < kill_after:
+      continue
+    checkpoints = model_dir / "checkpoints"
+    if any(d.isdigit() for d in os.listdir(checkpoints)):  # at least one save has committed
+      kill_after = int(line.split()[1])
+      process.send_signal(signal.SIGKILL)
+      break
+  process.wait(timeout=60)
+  assert process.returncode == -signal.SIGKILL, f"the run ended before step {kill_after}"
+
+  resumed = _finish(args)
+  restored = int(resumed.stdout.split("Resuming from checkpoint step ")[1].split()[0])
+  assert 0 < restored <= kill_after and restored % 3 == 0, (kill_after, restored)
+  losses = helpers.train_losses(model_dir)
+  for step in range(restored + 1, STEPS + 1):
+    assert losses[step] == reference_losses[step], (step, kill_after, restored)  # bit for bit
+
+
+def test_sigkill_during_an_in_flight_save(tmp_path, reference_losses):
+  model_dir = tmp_path / "run"
+  (model_dir / "user_notes").mkdir(parents=True)
+  (model_dir / "user_notes" / "keep.txt").write_text("mine")
+  args = helpers.tiny_train_args(model_dir, STEPS)
+  process = _popen(args)
+  checkpoints = model_dir / "checkpoints"
+  killed_while_writing = None
+  deadline = time.time() + 240
+  while process.poll() is None and time.time() < deadline:
+    if checkpoints.is_dir():
+      writing = [d for d in os.listdir(checkpoints) if "tmp" in d]
+      committed = [d for d in os.listdir(checkpoints) if d.isdigit()]
+      if writing and committed:  # the second save is in flight and the first is committed
+        process.send_signal(signal.SIGKILL)
+        killed_while_writing = writing[0]
+        break
+    time.sleep(0.002)
+  process.wait(timeout=60)
+  assert killed_while_writing, "never caught a save in flight"
+  assert process.returncode == -signal.SIGKILL
+  assert (checkpoints / killed_while_writing).exists()  # the incomplete save is really there
+
+  resumed = _finish(args)
+  restored = int(resumed.stdout.split("Resuming from checkpoint step ")[1].split()[0])
+  in_flight_step = int(killed_while_writing.split(".")[0])  # orbax writes <step>.orbax-checkpoint-tmp-<n>
+  assert restored < in_flight_step  # the incomplete save was ignored; the previous committed one was used
+  assert not any("tmp" in d for d in os.listdir(checkpoints))  # shardline's own partial save is cleaned up
+  assert (model_dir / "user_notes" / "keep.txt").read_text() == "mine"  # nothing of the user's is touched
+  losses = helpers.train_losses(model_dir)
+  for step in range(restored + 1, STEPS + 1):
+    assert losses[step] == reference_losses[step], step
+
+
+def test_mismatched_model_dir_stops_and_changes_nothing(tmp_path):
+  model_dir = tmp_path / "run"
+  _finish(helpers.tiny_train_args(model_dir, 3))
+  before = _tree(model_dir)
+  other = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 6, "--gin.vit22b.ViT22BConfig.depth=3"))
+  assert other.returncode == 2
+  assert "config.depth: checkpoint=4, now=3" in other.stderr and "Nothing was restored" in other.stderr
+  assert _tree(model_dir) == before
+  # An implementation switch is not a different model: it resumes.
+  switched = _finish(helpers.tiny_train_args(model_dir, 4, "--gin.vit22b.ViT22BConfig.linear_impl='async'"))
+  assert "Resuming from checkpoint step 3" in switched.stdout
+
+
+def test_nan_stops_the_run_with_metrics_written_and_no_bad_checkpoint(tmp_path):
+  model_dir = tmp_path / "run"
+  result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, STEPS, "--gin.train.inject_nan_at_step=4"))
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "became NaN/Inf at or before step 5" in result.stderr and "latest checkpoint is step 3" in result.stderr
+  assert sorted(helpers.train_losses(model_dir)) == [1, 2, 3, 4, 5]  # written up to the bad step
+  assert sorted(os.listdir(model_dir / "checkpoints")) == ["3"]
+  evaluated = helpers.run_shardline("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
+                                    f"--gin.MODEL_DIR='{model_dir}'")
+  assert evaluated.returncode == 0 and "loss nan" not in evaluated.stdout.lower()
+
+
+def test_nan_skip_policy_counts_and_continues(tmp_path):
+  model_dir = tmp_path / "run"
+  result = _finish(helpers.tiny_train_args(model_dir, 6, "--gin.train.inject_nan_at_step=2",
+                                           "--gin.train.nonfinite_policy='skip'"))
+  assert "skipped non-finite updates: 1" in result.stdout
+  assert "were skipped" in result.stdout
+  assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "6"]
