@@ -3,11 +3,19 @@ import sys
 from typing import Callable, Dict, Sequence
 
 from shardline.launch import eval as eval_main
+from shardline.launch import local as local_main
+from shardline.launch import plan as plan_main
+from shardline.launch import slurm_script
+from shardline.launch import tpu as tpu_main
 from shardline.launch import train as train_main
 
 COMMANDS: Dict[str, Callable[[Sequence[str]], int]] = {
     "train": train_main.main,
     "eval": eval_main.main,
+    "plan": plan_main.main,
+    "launch-local": local_main.main,
+    "slurm": slurm_script.main,
+    "tpu": tpu_main.main,
 }
 
 USAGE = """usage: shardline <command> [flags]
@@ -16,6 +24,11 @@ commands:
   train   train a model:           shardline train --gin_file=experiments/vit22b_tiny_digits_cpu8.gin \\
                                        --gin.MODEL_DIR="'/tmp/run'"
   eval    evaluate a checkpoint:   shardline eval --gin_file=<same files> --gin.MODEL_DIR="'/tmp/run'"
+  plan    will it fit a pod?       shardline plan --gin_file=experiments/vit22b_pod_v4.gin --topology=v4-1024
+  launch-local  N processes on this machine (a multi-host rehearsal over gloo):
+                                   shardline launch-local --processes 2 --devices-per-process 4 -- train ...
+  slurm   an sbatch script:        shardline slurm --nodes 2 --gpus-per-node 8 --per gpu -- train ...
+  tpu     Cloud TPU pods:          shardline tpu create|wait|install|train|logs|delete --name ... [--dry_run]
 
 Run `shardline <command> --help` for a command's flags.
 """

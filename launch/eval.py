@@ -3,6 +3,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from shardline.launch import distributed
 from shardline.launch import errors
 from shardline.launch import flags
 from shardline.launch import runtime
@@ -12,6 +13,7 @@ from shardline.training import evaluate
 def build_parser(prog: str = "shardline eval") -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog=prog, description="Evaluate the latest (or a given) checkpoint.")
   flags.add_gin_flags(parser)
+  distributed.add_flags(parser)
   return parser
 
 
@@ -22,6 +24,7 @@ def main(argv: Sequence[str] = None) -> int:
     args, overrides = flags.parse_args(build_parser(), argv)
     flags.parse_gin(args, overrides)
     runtime.configure()
+    distributed.initialize(args)
     evaluate.evaluate()
     return 0
   return errors.run_reporting_user_errors(run)

@@ -7,6 +7,7 @@ and an unquoted string in a `--gin.` flag is named as such.
 """
 import contextlib
 import difflib
+import fnmatch
 import inspect
 import logging
 import os
@@ -134,8 +135,12 @@ def _quiet_search():
 
 
 def parse(gin_files: Sequence[str], bindings: Iterable[str] = (), search_paths: Sequence[str] = (),
-          finalize: bool = True) -> None:
-  """Parses gin files and bindings after importing every configurable; raises UserError on any problem."""
+          finalize: bool = True, allow_missing: Sequence[str] = ()) -> None:
+  """Parses gin files and bindings after importing every configurable; raises UserError on any problem.
+
+  `allow_missing` holds fnmatch patterns of required values a command does not use (`shardline plan` needs no
+  MODEL_DIR and no data); they are bound to None.
+  """
   registry.import_all()
   gin.clear_config()
   for path in [GIN_DIR, os.getcwd(), *search_paths]:
@@ -149,6 +154,9 @@ def parse(gin_files: Sequence[str], bindings: Iterable[str] = (), search_paths: 
       gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=False)
   except (ValueError, SyntaxError, IOError, KeyError) as e:
     raise _explain(e) from e
+  for key in missing_required():
+    if any(fnmatch.fnmatch(_macro_name(key), pattern) for pattern in allow_missing):
+      gin.bind_parameter(key, None)
   missing = missing_required()
   if missing:
     listed = "\n  ".join(_macro_name(m) for m in missing)

@@ -13,6 +13,7 @@ CONFIGURABLE_MODULES = (
     "shardline.training.trainer",
     "shardline.training.evaluate",
     "shardline.launch.runtime",
+    "shardline.launch.plan",
 )
 
 

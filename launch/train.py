@@ -3,7 +3,10 @@ import argparse
 import sys
 from typing import Sequence
 
+import jax
 
+
+from shardline.launch import distributed
 from shardline.launch import errors
 from shardline.launch import flags
 from shardline.launch import runtime
@@ -13,6 +16,7 @@ from shardline.training import trainer
 def build_parser(prog: str = "shardline train") -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog=prog, description="Train a model configured by gin files.")
   flags.add_gin_flags(parser)
+  distributed.add_flags(parser)
   return parser
 
 
@@ -41,7 +45,10 @@ def main(argv: Sequence[str] = None) -> int:
     args, overrides = flags.parse_args(build_parser(), argv)
     flags.parse_gin(args, overrides)
     runtime.configure()
-    print_summary(trainer.train())
+    distributed.initialize(args)
+    summary = trainer.train()
+    if jax.process_index() == 0:
+      print_summary(summary)
     return 0
   return errors.run_reporting_user_errors(run)
 

@@ -77,12 +77,25 @@ def param_shardings(abstract_boxed: PyTree, partitioner: Partitioner) -> PyTree:
   return jax.tree_util.tree_map_with_path(one, abstract_boxed, is_leaf=_is_box)
 
 
+def _drop_one_axis(param_shape, shape, sharding: NamedSharding) -> Optional[NamedSharding]:
+  """A factored statistic (the parameter's shape with one axis removed, as Adafactor keeps) is sharded like the
+  parameter on the axes it kept."""
+  if len(shape) != len(param_shape) - 1:
+    return None
+  spec = tuple(sharding.spec) + (None,) * (len(param_shape) - len(sharding.spec))
+  for dropped in range(len(param_shape)):
+    if param_shape[:dropped] + param_shape[dropped + 1:] == shape:
+      return NamedSharding(sharding.mesh, PartitionSpec(*(spec[:dropped] + spec[dropped + 1:])))
+  return None
+
+
 def follow_params(abstract_state: PyTree, abstract_params: PyTree, params_sharding: PyTree,
                   partitioner: Partitioner) -> PyTree:
   """Shardings for an optimizer state (or any tree) whose leaves shadow parameters.
 
   A leaf whose key path ends with a parameter's key path and has that parameter's shape gets the parameter's
-  sharding; every other leaf is replicated.
+  sharding; one with the parameter's shape less one axis (a factored second moment) keeps the sharding of the
+  remaining axes; every other leaf is replicated.
   """
   by_path: Dict[Tuple[str, ...], Tuple[Tuple[int, ...], NamedSharding]] = {}
   flat_params = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
@@ -93,10 +106,17 @@ def follow_params(abstract_state: PyTree, abstract_params: PyTree, params_shardi
 
   def one(path, leaf):
     parts = tuple(path_str(path).split("/"))
+    shape = tuple(getattr(leaf, "shape", ()))
     for n in lengths:
       hit = by_path.get(parts[-n:]) if len(parts) >= n else None
-      if hit is not None and hit[0] == tuple(getattr(leaf, "shape", ())):
-        return hit[1]
+      if hit is None:
+        continue
+      param_shape, sharding = hit
+      if param_shape == shape:
+        return sharding
+      factored = _drop_one_axis(param_shape, shape, sharding)
+      if factored is not None:
+        return factored
     return partitioner.replicated()
   return jax.tree_util.tree_map_with_path(one, abstract_state)
 

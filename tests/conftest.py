@@ -3,6 +3,9 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Several test processes (pytest-xdist workers, CLI subprocesses) compile for TPU topologies at once; none runs
+# on a TPU, so none needs libtpu's one-process lock.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("SHARDLINE_COMPILATION_CACHE", os.path.join(_REPO, ".cache", "xla-tests"))
 

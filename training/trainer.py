@@ -69,6 +69,10 @@ class _Loop:
                  "data": {"task": task, "split": splits[0], "seed": seed, "global_batch": batch_size}}
     self.summaries = None  # opened by train(), after restore_or_init has checked the MODEL_DIR
     self.device_kind = jax.devices()[0].device_kind
+    # Gloo (multi-process CPU) pairs collectives by order, and asynchronous dispatch lets a process reach the
+    # next program's collectives (or orbax's barriers) while its peer is still in the previous one. GPU and TPU
+    # collectives are stream-ordered and need no such waits.
+    self.serialize_steps = jax.process_count() > 1 and jax.default_backend() == "cpu"
     self.last_train: Dict[str, float] = {}
     self.last_eval: Dict[str, float] = {}
 
@@ -128,6 +132,8 @@ class _Loop:
     try:
       for step in range(start_step, steps):
         state, metrics = compiled(state, self.train_feeder.train_batch(self.sampler, step))
+        if self.serialize_steps:
+          jax.block_until_ready((state, metrics))
         pending.append(metrics)
         bar.update(1)
         done = step + 1
@@ -142,6 +148,8 @@ class _Loop:
           log(summaries_lib.format_line(done, self.last_eval))
         if done % self.every["checkpoint"] == 0 or done == steps:
           self.checkpointer.save(done, state, self.meta)
+          if self.serialize_steps:
+            self.checkpointer.wait()  # orbax's barriers are collectives too
     finally:
       bar.close()
       self.summaries.close()
@@ -186,6 +194,11 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
   data_lib.check_batch_divisible(batch_size, run.partitioner, "train.batch_size")
   data_lib.check_batch_divisible(eval_batch_size, run.partitioner, "train.eval_batch_size")
   loader.materialize(task, train_split, max_examples=1)  # a missing task or split stops before anything is written
+  if async_checkpoints and jax.process_count() > 1 and jax.default_backend() == "cpu":
+    # An asynchronous save runs orbax's cross-process collectives on a background thread while the next
+    # step runs its own, and gloo (CPU) pairs collectives by order; GPU and TPU runs keep saving in the background.
+    log("Multi-process CPU run: checkpoints are saved synchronously.")
+    async_checkpoints = False
   checkpointer = checkpoints_lib.Checkpointer(model_dir, keep_checkpoints, checkpoint_every, async_checkpoints)
   try:
     loop = _Loop(run, task, model_dir, batch_size, eval_batch_size, (train_split, eval_split), seed,

@@ -1,0 +1,56 @@
+"""`shardline plan`: ahead-of-time compiles against TPU topologies, the does-not-fit verdict, and golden
+sharding summaries of the shipped pod experiments (a change in sharding shows up in review as a diff)."""
+import os
+
+import pytest
+
+from shardline.launch import gin_config, plan as plan_cli
+from shardline.training import planning, targets
+from tests import helpers
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+POD_EXPERIMENTS = {"vit22b_pod_v4": "v4-1024"}
+
+
+def _plan(experiment, topology, *overrides):
+  gin_config.parse([f"experiments/{experiment}.gin"], list(overrides), allow_missing=("MODEL_DIR", "*data_dir"))
+  model, batch_size, steps, _ = plan_cli.plan_run()
+  return planning.plan(model, batch_size, targets.resolve(topology), steps)
+
+
+def test_tiny_plan_on_a_v4_slice():
+  result = _plan("vit22b_tiny_digits_cpu8", "v4-8")  # v4-8: 4 chips, 8 TensorCore devices, as fsdp=4 x tensor=2
+  assert result.fits and result.target.num_devices == 8
+  assert result.temp_bytes is not None and result.flops_per_device > 0
+  text = planning.report(result)
+  assert "FITS" in text and "encoder/layers/query" in text and "('fsdp', 'tensor')" not in text.split("\n")[0]
+
+
+def test_vit22b_on_a_far_too_small_topology_does_not_fit():
+  result = _plan("vit22b_pod_v4", "v4-8", "partitioning.make_mesh.ici_tensor = 2")
+  assert not result.fits
+  text = planning.report(result)
+  assert "DOES NOT FIT" in text and "try a larger topology" in text
+  assert result.param_bytes > 16 * 2 ** 30 / 2  # 22B float32 parameters over 8 devices: 10.9 GB each
+
+
+def test_does_not_fit_exit_code(tmp_path):
+  result = helpers.run_shardline("plan", "--gin_file=experiments/vit22b_pod_v4.gin", "--topology=v4-8",
+                                 "--gin.partitioning.make_mesh.ici_tensor=2")
+  assert result.returncode == plan_cli.DOES_NOT_FIT, result.stderr[-2000:]
+  assert "DOES NOT FIT" in result.stdout
+
+
+@pytest.mark.parametrize("experiment", sorted(POD_EXPERIMENTS))
+def test_pod_experiment_fits_and_matches_its_golden_sharding(experiment):
+  result = _plan(experiment, POD_EXPERIMENTS[experiment])
+  print(planning.report(result).split("Memory per device:")[1])
+  assert result.fits, planning.report(result)
+  golden = os.path.join(GOLDEN, f"{experiment}.txt")
+  if os.environ.get("SHARDLINE_UPDATE_GOLDEN"):
+    with open(golden, "w") as f:
+      f.write(result.sharding_table + "\n")
+  with open(golden) as f:
+    assert result.sharding_table + "\n" == f.read(), (
+        f"The sharding of {experiment} changed. If intended, regenerate the golden file with "
+        "SHARDLINE_UPDATE_GOLDEN=1 and review the diff.")

@@ -1,0 +1,171 @@
+"""Planning a run for hardware you do not have: will it fit, how is it sharded, how fast should it be.
+
+For TPU targets the train step is compiled ahead of time against the topology's compile-only devices
+(libtpu), so the memory figures include XLA's temporaries and the step-time figure is the compiler's own
+estimate. For GPU targets the state is laid out on stand-in CPU devices (same mesh, same rules) and the step is
+lowered but not compiled: parameters and optimizer state per device are exact; temporaries are unknown.
+"""
+import dataclasses
+import re
+from typing import Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+
+from shardline.models.base import BaseModel
+from shardline.partitioning import mesh as mesh_lib
+from shardline.partitioning import rules as rules_lib
+from shardline.partitioning import shardings as shardings_lib
+from shardline.training import data as data_lib
+from shardline.training import setup as setup_lib
+from shardline.training import step as step_lib
+from shardline.training import targets as targets_lib
+
+GIB = 2 ** 30
+
+
+@dataclasses.dataclass
+class Plan:
+  """What `shardline plan` reports."""
+  target: targets_lib.Target
+  mesh: str
+  rule_set: str
+  sharding_table: str
+  param_bytes: int  # per device
+  opt_bytes: int  # per device
+  temp_bytes: Optional[int]  # per device, from the compiled program (TPU)
+  flops_per_device: Optional[float]
+  estimated_seconds: Optional[float]  # the compiler's estimate (TPU); ignores communication overlap
+  param_count: int
+
+  @property
+  def total_bytes(self) -> int:
+    return self.param_bytes + self.opt_bytes + (self.temp_bytes or 0)
+
+  @property
+  def fits(self) -> bool:
+    return self.total_bytes <= self.target.hbm_bytes
+
+  @property
+  def estimated_mfu(self) -> Optional[float]:
+    if not self.flops_per_device or not self.estimated_seconds:
+      return None
+    return self.flops_per_device / self.estimated_seconds / (self.target.peak_tflops * 1e12)
+
+
+def _per_device_bytes(abstract, shardings) -> int:
+  total = 0
+  for leaf, sharding in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)):
+    shard_shape = sharding.shard_shape(leaf.shape) if isinstance(sharding, NamedSharding) else leaf.shape
+    total += int(np.prod(shard_shape)) * jnp.dtype(leaf.dtype).itemsize
+  return total
+
+
+def collapsed_table(abstract_params, logical, shardings) -> str:
+  """One line per parameter (path, shape, logical axes, mesh sharding); unrolled layers (block_3, layer_12)
+  collapse into one line with a count."""
+  rows: Dict[str, List] = {}
+  order = []
+  for line in shardings_lib.describe_shardings(abstract_params, logical, shardings).splitlines():
+    path, rest = line.split("  ", 1)
+    key = re.sub(r"(block|layer|blocks|layers)_\d+", r"\1_*", path)
+    if key not in rows:
+      rows[key] = [rest.strip(), 0]
+      order.append(key)
+    rows[key][1] += 1
+  width = max(len(k) for k in order)
+  lines = []
+  for key in order:
+    rest, count = rows[key]
+    times = f"  (x{count})" if count > 1 else ""
+    lines.append(f"{key:<{width}}  {re.sub(r' {2,}', '  ', rest)}{times}")
+  return "\n".join(lines)
+
+
+def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps: int = 1000) -> Plan:
+  """Lays the run out on the target and measures what it needs, without the hardware."""
+  if target.platform == "tpu":
+    devices, target = targets_lib.tpu_devices(target)
+  else:
+    devices = jax.devices("cpu")[:target.num_devices]  # stand-ins; the caller provides enough
+  run = setup_lib.build(model, steps, global_batch, devices=devices)
+  data_lib.check_batch_divisible(global_batch, run.partitioner, "the global batch")
+  params_sharding = run.state_sharding.params
+  table = collapsed_table(run.abstract_state.params, run.logical_axes, params_sharding)
+  param_bytes = _per_device_bytes(run.abstract_state.params, params_sharding)
+  opt_bytes = _per_device_bytes(run.abstract_state.opt_state, run.state_sharding.opt_state)
+  param_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(run.abstract_state.params))
+
+  attach = lambda tree, shardings: jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
+  state = attach(run.abstract_state, run.state_sharding)
+  batch = attach(model.batch_spec(global_batch), run.batch_sharding)
+  step_fn = step_lib.jit_train_step(step_lib.train_step_fn(model, run.tx, run.schedule), run.partitioner,
+                                    run.state_sharding, run.batch_sharding)
+  temp, flops, seconds = None, None, None
+  state_fits = param_bytes + opt_bytes <= target.hbm_bytes
+  compiled = None
+  with jax.set_mesh(run.partitioner.mesh):  # Pallas TPU kernels read the target generation from the mesh
+    lowered = step_fn.lower(state, batch)
+    if target.platform == "tpu" and state_fits:  # no compile needed to know the state alone overflows
+      try:
+        compiled = lowered.compile()
+      except jax.errors.JaxRuntimeError as e:  # XLA's own verdict: the temporaries overflow HBM
+        needed = re.search(r"temporaries \(([\d.]+)([GM])\)", str(e))
+        if not needed or "RESOURCE_EXHAUSTED" not in str(e):
+          raise
+        temp = int(float(needed.group(1)) * (GIB if needed.group(2) == "G" else 2 ** 20))
+        compiled = None
+    if target.platform == "tpu" and state_fits and compiled is not None:
+      memory = compiled.memory_analysis()
+      temp = int(memory.temp_size_in_bytes)
+      analysis = compiled.cost_analysis()
+      analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+      flops = float(analysis.get("flops", 0.0)) or None
+      seconds = float(analysis.get("optimal_seconds", 0.0))
+      seconds = seconds if seconds > 0 else None  # the cost model gives -1 or less where it has no estimate
+    if flops is None:
+      analysis = lowered.cost_analysis()
+      analysis = (analysis[0] if isinstance(analysis, (list, tuple)) else analysis) or {}
+      flops = float(analysis.get("flops", 0.0)) / target.num_devices or None
+  return Plan(target, mesh_lib.describe(run.partitioner.mesh), rules_lib.rule_set_name(run.partitioner.rules),
+              table, param_bytes, opt_bytes, temp, flops, seconds, param_count)
+
+
+def _count(n: int) -> str:
+  return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
+def report(p: Plan) -> str:
+  """The human-readable plan."""
+  gib = lambda b: f"{b / GIB:.2f} GiB"
+  lines = [f"Plan for {p.target.name} ({p.target.num_devices} x {p.target.device_kind}, "
+           f"{gib(p.target.hbm_bytes)} HBM and {p.target.peak_tflops:.1f} TFLOP/s bf16 per device)",
+           f"mesh {p.mesh} | rules {p.rule_set} | {_count(p.param_count)} parameters", "",
+           "Parameters (path, shape, logical axes, mesh sharding):", p.sharding_table, "",
+           "Memory per device:",
+           f"  parameters        {gib(p.param_bytes)}",
+           f"  optimizer state   {gib(p.opt_bytes)}"]
+  if p.temp_bytes is not None:
+    lines.append(f"  compiled temps    {gib(p.temp_bytes)}   (activations, gradients, buffers; XLA)")
+  elif p.target.platform == "tpu":
+    lines.append("  compiled temps    not compiled: parameters and optimizer state alone overflow")
+  else:
+    lines.append("  compiled temps    not known without compiling for this target")
+  lines.append(f"  total             {gib(p.total_bytes)} of {gib(p.target.hbm_bytes)}")
+  if p.flops_per_device:
+    lines.append(f"FLOPs per step per device: {p.flops_per_device / 1e12:.4g} TFLOP")
+  if p.target.platform == "tpu" and p.temp_bytes is not None and not p.estimated_seconds:
+    lines.append("Estimated step time: the compiler gave no estimate for this program.")
+  if p.estimated_seconds:
+    lines.append(f"Estimated step time (compiler estimate, ignores overlap): {p.estimated_seconds * 1e3:.1f} ms; "
+                 f"estimated MFU {100 * p.estimated_mfu:.1f}%")
+  if p.fits:
+    lines.append(f"FITS: {gib(p.total_bytes)} <= {gib(p.target.hbm_bytes)} per device.")
+  else:
+    lines.append(f"DOES NOT FIT: {gib(p.total_bytes)} > {gib(p.target.hbm_bytes)} per device; try a larger "
+                 "topology or fsdp axis, remat (remat_policy='full'), a smaller batch, bfloat16 moments "
+                 "(optimizer.make_optimizer.moments_dtype='bfloat16') or Adafactor.")
+  return "\n".join(lines)
