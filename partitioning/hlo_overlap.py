@@ -8,68 +8,37 @@ Two views:
 
 A "matmul" is a dot or convolution instruction, or a fusion whose called computation contains one.
 """
-import dataclasses
-import re
 from typing import Dict, List, Set
 
-_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*?)\s([\w\-]+)\((.*)$")
-_OPERAND = re.compile(r"%([\w.\-]+)")
-_CALLS = re.compile(r"calls=%([\w.\-]+)")
+from shardline.partitioning import hlo_text
+
+MATMUL_OPCODES = ("dot", "convolution")
 
 
-@dataclasses.dataclass
-class Instruction:
-  name: str
-  opcode: str
-  operands: List[str]
-  calls: List[str]
-
-
-def parse(hlo_text: str) -> Dict[str, List[Instruction]]:
-  """Computation name -> its instructions, in the order printed (the schedule, for scheduled modules)."""
-  computations: Dict[str, List[Instruction]] = {}
-  current = None
-  for line in hlo_text.splitlines():
-    header = _COMPUTATION.match(line)
-    if header and "=" not in line.split("{")[0]:
-      current = header.group(1)
-      computations[current] = []
-      continue
-    if line.strip() == "}":
-      current = None
-      continue
-    match = _INSTRUCTION.match(line)
-    if current is None or not match:
-      continue
-    name, _, opcode, rest = match.groups()
-    args = rest.split("),")[0] if ")," in rest else rest.rsplit(")", 1)[0]
-    computations[current].append(Instruction(name, opcode, _OPERAND.findall(args), _CALLS.findall(rest)))
-  return computations
-
-
-def _matmul_computations(computations: Dict[str, List[Instruction]]) -> Set[str]:
-  has = {name for name, instrs in computations.items() if any(i.opcode in ("dot", "convolution") for i in instrs)}
+def matmul_computations(module: hlo_text.Module) -> Set[str]:
+  """The computations that contain a matmul, directly or through the computations they call."""
+  has = {name for name, instrs in module.computations.items() if any(i.opcode in MATMUL_OPCODES for i in instrs)}
   changed = True
-  while changed:  # A computation that calls one with a matmul has one too.
+  while changed:
     changed = False
-    for name, instrs in computations.items():
-      if name not in has and any(c in has for i in instrs for c in i.calls):
+    for name, instrs in module.computations.items():
+      if name not in has and any(c in has for i in instrs for c in i.called):
         has.add(name)
         changed = True
   return has
 
 
-def _is_matmul(instr: Instruction, matmul_computations: Set[str]) -> bool:
-  return instr.opcode in ("dot", "convolution") or any(c in matmul_computations for c in instr.calls)
+def _is_matmul(instr: hlo_text.Instruction, matmul_comps: Set[str]) -> bool:
+  return instr.opcode in MATMUL_OPCODES or (instr.opcode == "fusion" and any(c in matmul_comps
+                                                                             for c in instr.called))
 
 
-def independent_matmuls(hlo_text: str) -> List[int]:
+def independent_matmuls(hlo: str) -> List[int]:
   """For each collective-permute (or -start), how many matmuls of its computation neither feed it nor use it."""
-  computations = parse(hlo_text)
-  matmul_comps = _matmul_computations(computations)
+  module = hlo_text.parse(hlo)
+  matmul_comps = matmul_computations(module)
   counts = []
-  for instrs in computations.values():
+  for instrs in module.computations.values():
     by_name = {i.name: i for i in instrs}
     ancestors: Dict[str, Set[str]] = {}
     for instr in instrs:  # HLO prints operands before their users.
@@ -87,12 +56,12 @@ def independent_matmuls(hlo_text: str) -> List[int]:
   return counts
 
 
-def overlapped_matmuls(scheduled_hlo_text: str) -> List[int]:
+def overlapped_matmuls(scheduled_hlo: str) -> List[int]:
   """For each collective-permute-start, the number of matmuls scheduled between it and its done."""
-  computations = parse(scheduled_hlo_text)
-  matmul_comps = _matmul_computations(computations)
+  module = hlo_text.parse(scheduled_hlo)
+  matmul_comps = matmul_computations(module)
   counts = []
-  for instrs in computations.values():
+  for instrs in module.computations.values():
     position = {i.name: n for n, i in enumerate(instrs)}
     for n, instr in enumerate(instrs):
       if instr.opcode != "collective-permute-start":
@@ -101,6 +70,5 @@ def overlapped_matmuls(scheduled_hlo_text: str) -> List[int]:
                   None)
       if done is None:
         continue
-      between = instrs[n + 1:position[done.name]]
-      counts.append(sum(1 for j in between if _is_matmul(j, matmul_comps)))
+      counts.append(sum(1 for j in instrs[n + 1:position[done.name]] if _is_matmul(j, matmul_comps)))
   return counts

@@ -3,6 +3,8 @@ from typing import Optional
 
 import jax
 
+from shardline.training import hlo_flops
+
 # Dense bf16 peak TFLOP/s per device, by substring of `device.device_kind`. Order matters: the first match wins.
 PEAK_TFLOPS = (
     ("H200", 989.0),
@@ -26,12 +28,13 @@ def peak_tflops(device_kind: str) -> Optional[float]:
 
 
 def compiled_flops(compiled: jax.stages.Compiled) -> Optional[float]:
-  """FLOPs per device of one execution, from XLA's cost analysis of the compiled (partitioned) program."""
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else {}
-  flops = (analysis or {}).get("flops")
-  return float(flops) if flops and flops > 0 else None
+  """Matmul FLOPs per device of one execution of the compiled (partitioned) program.
+
+  Counted from its HLO with loops multiplied out (hlo_flops.py): XLA's own cost analysis counts a scanned
+  layer stack once, whatever its depth.
+  """
+  flops = hlo_flops.count(compiled.as_text())
+  return flops if flops > 0 else None
 
 
 def mfu(flops_per_device: Optional[float], seconds: float, device_kind: str) -> Optional[float]:

@@ -2,8 +2,9 @@
 
 For TPU targets the train step is compiled ahead of time against the topology's compile-only devices
 (libtpu), so the memory figures include XLA's temporaries and the step-time figure is the compiler's own
-estimate. For GPU targets the state is laid out on stand-in CPU devices (same mesh, same rules) and the step is
-lowered but not compiled: parameters and optimizer state per device are exact; temporaries are unknown.
+estimate. For GPU targets the state is laid out on stand-in CPU devices (same mesh, same rules), so parameters
+and optimizer state per device are exact and the FLOPs are counted from the partitioned program compiled for
+those CPUs; GPU temporaries are unknown.
 """
 import dataclasses
 import re
@@ -19,6 +20,7 @@ from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning import rules as rules_lib
 from shardline.partitioning import shardings as shardings_lib
 from shardline.training import data as data_lib
+from shardline.training import flops as flops_lib
 from shardline.training import setup as setup_lib
 from shardline.training import step as step_lib
 from shardline.training import targets as targets_lib
@@ -121,15 +123,13 @@ def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps:
     if target.platform == "tpu" and state_fits and compiled is not None:
       memory = compiled.memory_analysis()
       temp = int(memory.temp_size_in_bytes)
+      flops = flops_lib.compiled_flops(compiled)
       analysis = compiled.cost_analysis()
-      analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-      flops = float(analysis.get("flops", 0.0)) or None
+      analysis = (analysis[0] if isinstance(analysis, (list, tuple)) else analysis) or {}
       seconds = float(analysis.get("optimal_seconds", 0.0))
       seconds = seconds if seconds > 0 else None  # the cost model gives -1 or less where it has no estimate
-    if flops is None:
-      analysis = lowered.cost_analysis()
-      analysis = (analysis[0] if isinstance(analysis, (list, tuple)) else analysis) or {}
-      flops = float(analysis.get("flops", 0.0)) / target.num_devices or None
+    if flops is None:  # not compiled for this target: count the stand-in CPU program, partitioned the same way
+      flops = flops_lib.compiled_flops(lowered.compile()) if target.platform == "gpu" else None
   return Plan(target, mesh_lib.describe(run.partitioner.mesh), rules_lib.rule_set_name(run.partitioner.rules),
               table, param_bytes, opt_bytes, temp, flops, seconds, param_count)
 

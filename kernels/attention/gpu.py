@@ -119,10 +119,16 @@ def _specs(batch, heads, block, length, head_dim):
   return tiled, whole
 
 
-def _call(kernel, grid, in_specs, out_specs, out_shape, interpret, num_warps, num_stages):
+def _call(kernel, grid, in_specs, out_specs, out_shape, interpret, num_warps, num_stages, cost):
   return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
                         compiler_params=plt.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-                        interpret=interpret)
+                        interpret=interpret, cost_estimate=cost)
+
+
+def _cost(q, k, kv_len, mask_kind, block_size, matmuls, tensors):
+  b, lq, h, d = q.shape
+  fraction = masking.visible_fraction(mask_kind, block_size, lq, kv_len) * kv_len / k.shape[1]
+  return masking.cost(b, h, lq, k.shape[1], d, q.dtype.itemsize, fraction, matmuls, tensors)
 
 
 def _segment_specs(has_segments, block_q, q_pad, block_k, kv_pad, kv_major):
@@ -149,7 +155,8 @@ def forward(q, k, v, q_seg: Optional[jax.Array], kv_seg: Optional[jax.Array], *,
   return _call(kernel, (b, h, lq // block_q), [q_tile, kv_whole, kv_whole, *seg_specs],
                [q_tile, pl.BlockSpec((None, None, block_q), lambda b, h, i: (b, h, i))],
                [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, h, lq), F32)],
-               interpret, num_warps, num_stages)(q, k, v, q_seg, kv_seg)
+               interpret, num_warps, num_stages,
+               _cost(q, k, kv_len, mask_kind, block_size, matmuls=2, tensors=4))(q, k, v, q_seg, kv_seg)
 
 
 def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_len, mask_kind, block_size,
@@ -169,12 +176,15 @@ def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_
              [q_tile, kv_whole, kv_whole,
               *_segment_specs(has_segments, block_q, lq, block_k, lk, kv_major=False),
               q_tile, stat_tile, stat_tile],
-             q_tile, jax.ShapeDtypeStruct(q.shape, q.dtype), interpret, num_warps, num_stages)(
+             q_tile, jax.ShapeDtypeStruct(q.shape, q.dtype), interpret, num_warps, num_stages,
+             _cost(q, k, kv_len, mask_kind, block_size, matmuls=3, tensors=5))(
                  q, k, v, q_seg, kv_seg, do, lse, delta)
   dk, dv = _call(functools.partial(_dkv_kernel, **statics), (b, h, lk // block_k),
                  [q_whole, kv_tile, kv_tile,
                   *_segment_specs(has_segments, block_q, lq, block_k, lk, kv_major=True),
                   q_whole, stat_whole, stat_whole],
                  [kv_tile, kv_tile], [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-                 interpret, num_warps, num_stages)(q, k, v, q_seg, kv_seg, do, lse, delta)
+                 interpret, num_warps, num_stages,
+                 _cost(q, k, kv_len, mask_kind, block_size, matmuls=4, tensors=6))(
+                     q, k, v, q_seg, kv_seg, do, lse, delta)
   return dq, dk, dv

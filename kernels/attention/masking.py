@@ -11,6 +11,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from shardline.kernels.attention.reference import MASK_VALUE
@@ -56,3 +57,23 @@ def apply(logits: jax.Array, q_start, kv_start, *, mask_kind: str, block_size: O
   if keep is not None:
     logits = jnp.where(keep, logits, MASK_VALUE)
   return jnp.where(kv_pos < kv_len, logits, PAD_VALUE)
+
+
+def visible_fraction(mask_kind: str, block_size: Optional[int], q_len: int, kv_len: int) -> float:
+  """The share of (query, key) pairs the mask keeps: the work a kernel that skips hidden blocks does."""
+  q = np.arange(q_len)[:, None]
+  k = np.arange(kv_len)[None, :]
+  if mask_kind == "causal":
+    return float(np.mean(q >= k))
+  if mask_kind == "block_causal":
+    return float(np.mean(q // block_size >= k // block_size))
+  return 1.0
+
+
+def cost(batch: int, heads: int, q_len: int, kv_len: int, head_dim: int, itemsize: int, fraction: float,
+         matmuls: int, tensors: int):
+  """A pallas CostEstimate: `matmuls` [q_len x kv_len x head_dim] products over the visible pairs."""
+  from jax.experimental import pallas as pl  # pylint: disable=g-import-not-at-top
+  pairs = batch * heads * q_len * kv_len * fraction
+  return pl.CostEstimate(flops=int(2 * matmuls * pairs * head_dim), transcendentals=int(pairs),
+                         bytes_accessed=int(tensors * batch * heads * max(q_len, kv_len) * head_dim * itemsize))

@@ -143,9 +143,13 @@ def _first_q_block(j, statics):
       statics["block_q"])
 
 
-def _params(interpret):
+def _params(interpret, q, k, statics, matmuls, tensors):
+  b, h, lq, d = q.shape
+  fraction = masking.visible_fraction(statics["mask_kind"], statics["block_size"], lq, statics["kv_len"]) * (
+      statics["kv_len"] / k.shape[2])
   return dict(compiler_params=pltpu.CompilerParams(
-      dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")), interpret=interpret)
+      dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")), interpret=interpret,
+      cost_estimate=masking.cost(b, h, lq, k.shape[2], d, q.dtype.itemsize, fraction, matmuls, tensors))
 
 
 def _in_specs(d, statics, q_major: bool, has_segments: bool):
@@ -187,7 +191,7 @@ def forward(q, k, v, q_seg: Optional[jax.Array], kv_seg: Optional[jax.Array], *,
       out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, h, lq, LANES), F32)],
       scratch_shapes=[pltpu.VMEM((block_q, LANES), F32), pltpu.VMEM((block_q, LANES), F32),
                       pltpu.VMEM((block_q, d), F32)],
-      **_params(interpret))(q, k, v, *_segment_arrays(q_seg, kv_seg))
+      **_params(interpret, q, k, statics, matmuls=2, tensors=4))(q, k, v, *_segment_arrays(q_seg, kv_seg))
 
 
 def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_len, mask_kind, block_size,
@@ -208,7 +212,7 @@ def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_
       out_specs=pl.BlockSpec((None, None, block_q, d), lambda b, h, i, j: (b, h, i, 0)),
       out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
       scratch_shapes=[pltpu.VMEM((block_q, d), F32)],
-      **_params(interpret))(*args)
+      **_params(interpret, q, k, statics, matmuls=3, tensors=5))(*args)
   kv_out = pl.BlockSpec((None, None, block_k, d), lambda b, h, j, i: (b, h, j, 0))
   dk, dv = pl.pallas_call(
       functools.partial(_dkv_kernel, **statics),
@@ -217,5 +221,5 @@ def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_
       out_specs=[kv_out, kv_out],
       out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
       scratch_shapes=[pltpu.VMEM((block_k, d), F32), pltpu.VMEM((block_k, d), F32)],
-      **_params(interpret))(*args)
+      **_params(interpret, q, k, statics, matmuls=4, tensors=6))(*args)
   return dq, dk, dv
