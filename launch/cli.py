@@ -3,6 +3,7 @@ import sys
 from typing import Callable, Dict, Sequence
 
 from shardline.launch import eval as eval_main
+from shardline.launch import infer as infer_main
 from shardline.launch import local as local_main
 from shardline.launch import plan as plan_main
 from shardline.launch import slurm_script
@@ -12,6 +13,7 @@ from shardline.launch import train as train_main
 COMMANDS: Dict[str, Callable[[Sequence[str]], int]] = {
     "train": train_main.main,
     "eval": eval_main.main,
+    "infer": infer_main.main,
     "plan": plan_main.main,
     "launch-local": local_main.main,
     "slurm": slurm_script.main,
@@ -25,6 +27,7 @@ commands:
                                        --gin.MODEL_DIR="'/tmp/run'"
   eval    evaluate a checkpoint:   shardline eval --gin_file=<same files> --gin.MODEL_DIR="'/tmp/run'"
   plan    will it fit a pod?       shardline plan --gin_file=experiments/vit22b_pod_v4.gin --topology=v4-1024
+  infer   a checkpoint's analysis: shardline infer --gin_file=<same files> --gin.MODEL_DIR="'/tmp/run'"
   launch-local  N processes on this machine (a multi-host rehearsal over gloo):
                                    shardline launch-local --processes 2 --devices-per-process 4 -- train ...
   slurm   an sbatch script:        shardline slurm --nodes 2 --gpus-per-node 8 --per gpu -- train ...

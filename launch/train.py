@@ -25,8 +25,9 @@ def print_summary(summary: dict) -> None:
   ev, tr = summary.get("eval", {}), summary.get("train", {})
   lines = ["", "=" * 72, "Training finished"]
   lines.append(f"  steps           {summary['step']}  (skipped non-finite updates: {summary['skipped']})")
-  if "eval_accuracy" in ev:
-    lines.append(f"  eval accuracy   {100 * ev['eval_accuracy']:.2f}%   eval loss {ev.get('eval_loss', float('nan')):.4f}")
+  for key, value in ev.items():
+    shown = f"{100 * value:.2f}%" if key.endswith("accuracy") else f"{value:.4f}"
+    lines.append(f"  {key.replace('eval_', 'eval ').replace('_', ' '):<15} {shown}")
   if "loss" in tr:
     lines.append(f"  train loss      {tr['loss']:.4f}")
   lines.append(f"  wall time       {summary['wall_seconds']:.1f} s")

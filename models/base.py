@@ -37,6 +37,10 @@ class BaseModel(abc.ABC):
   def eval_metrics(self, params: Any, batch: Batch) -> Metrics:
     """Evaluation metrics for one batch; honours an optional per-example 'weight' feature (padding = 0)."""
 
+  def analyze(self, params: Any, batches, output_dir: str) -> Dict[str, Any]:
+    """Model-specific analysis for `shardline infer` (plots, tables), over evaluation batches."""
+    raise NotImplementedError(f"{type(self).__name__} has no analysis for `shardline infer`.")
+
   def fingerprint(self) -> Dict[str, Any]:
     """What identifies this model's parameters, stored with checkpoints to catch mismatched restores.
 

@@ -1,10 +1,11 @@
 """Named rule sets that map logical axes to mesh axes.
 
 A rule set is an ordered tuple of `(logical_axis, mesh_axes)` pairs. When an array's logical axes are resolved
-(`resolve_spec`), rules are applied in order of priority: the first rule that names one of the array's logical
-axes and whose mesh axes are still free wins, and a mesh axis is used at most once per array. A logical axis may
-appear in several rules, which act as fallbacks. This is what lets `embed` be sharded over `fsdp` in a weight
-while an activation of shape (batch, length, embed), whose batch already took `fsdp`, keeps `embed` whole.
+(`resolve_spec`), rules are applied in order of priority: a rule that names one of the array's logical axes
+takes those of its mesh axes that are still free, and a mesh axis is used at most once per array. A logical
+axis may appear in several rules, which act as fallbacks. This is what lets `embed` be sharded over `fsdp` in a
+weight while an activation of shape (batch, length, embed), whose batch already took `fsdp`, keeps `embed`
+whole; and what lets an expert buffer (expert, batch, ...) put experts on `expert` and the batch on the rest.
 
 gin chooses a rule set by name (`partitioning.rule_set`); the sets themselves are code, here.
 """
@@ -47,11 +48,11 @@ FSDP_TENSOR: Rules = (
     (axes.CHANNELS, axes.FSDP_AXIS),
 )
 
-# Expert parallelism: experts over `expert`, everything else as in FSDP. Tokens are batch-sharded over
-# `expert` too, so every device computes.
+# Expert parallelism: experts over `expert`, everything else as in FSDP. Outside MoE layers the batch is split
+# over `expert` too, so every device computes; in an expert buffer [expert, batch, ...] the experts come first.
 EXPERT: Rules = (
-    (axes.BATCH, (axes.DATA_AXIS, axes.FSDP_AXIS, axes.EXPERT_AXIS)),
     (axes.EXPERT, axes.EXPERT_AXIS),
+    (axes.BATCH, (axes.DATA_AXIS, axes.FSDP_AXIS, axes.EXPERT_AXIS)),
     (axes.EMBED, axes.FSDP_AXIS),
     (axes.MLP, axes.FSDP_AXIS),
     (axes.HEADS, axes.FSDP_AXIS),
@@ -109,8 +110,8 @@ def resolve_spec(logical_axes: Sequence[Optional[str]], rules: Rules,
   used = set()
   for logical, mesh_axes in rules:
     wanted = tuple(a for a in _as_tuple(mesh_axes)
-                   if mesh_axis_sizes is None or mesh_axis_sizes.get(a, 1) > 1)
-    if not wanted or any(a in used for a in wanted):
+                   if a not in used and (mesh_axis_sizes is None or mesh_axis_sizes.get(a, 1) > 1))
+    if not wanted:
       continue
     for dim, name in enumerate(logical_axes):
       if name == logical and not assigned[dim]:

@@ -10,6 +10,7 @@ def ensure_registered() -> None:
   """Imports every module of shardline that registers seqio tasks."""
   # pylint: disable=g-import-not-at-top,unused-import
   from shardline.tasks import digits  # noqa: F401
+  from shardline.tasks import digits_captions  # noqa: F401
   from shardline.tasks import tfds_image  # noqa: F401
 
 

@@ -44,7 +44,8 @@ def build(model: BaseModel, total_steps: int, global_batch: int, seed: int = 0,
   abstract, sharding, logical = train_state.abstract_state(model, tx, batch_spec, partitioner, seed)
   axes_by_feature = model.batch_axes()
   batch_sharding = {name: partitioner.sharding(axes_by_feature[name]) for name in batch_spec}
-  # Evaluation batches add a per-example 'weight' (0 for padding).
-  eval_batch_sharding = dict(batch_sharding, weight=partitioner.sharding(axes_by_feature["weight"]))
+  # Evaluation batches carry every feature the model names (labels, a per-example 'weight' that is 0 for
+  # padding), not just the training inputs.
+  eval_batch_sharding = {name: partitioner.sharding(logical) for name, logical in axes_by_feature.items()}
   return RunSetup(model, partitioner, tx, schedule, abstract, sharding, logical, batch_sharding,
                   eval_batch_sharding)

@@ -28,7 +28,7 @@ def format_line(step: int, values: Mapping[str, float]) -> str:
   for key, value in values.items():
     if value is None:
       continue
-    if key in ("accuracy", "eval_accuracy", "mfu") or key.endswith("accuracy"):
+    if key in ("mfu",) or key.endswith("accuracy") or "success" in key:
       parts.append(f"{key} {100 * value:.2f}%")
     elif key == "learning_rate":
       parts.append(f"lr {value:.2e}")

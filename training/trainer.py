@@ -92,7 +92,7 @@ class _Loop:
     compiled = self.step_fn.lower(state, self.train_feeder.train_batch(self.sampler, step)).compile()
     self.flops = flops_lib.compiled_flops(compiled)
     log(f"Compiled the train step in {time.time() - start:.1f}s; {(self.flops or 0) / 1e9:.3f} GFLOP per "
-        "device per step (XLA cost analysis).")
+        "device per step (matmuls counted in the compiled program).")
     return compiled
 
   def _log_window(self, pending, done: int, seconds: float, steps: int) -> None:

@@ -29,7 +29,7 @@ def test_every_gin_file_parses(path):
 def test_experiments_carry_their_command_and_only_include_and_override(path):
   text = open(path).read()
   header = "".join(line for line in text.splitlines(True) if line.startswith("#"))
-  assert re.search(r"shardline \w+ .*--gin_file=experiments/" + re.escape(os.path.basename(path)), header)
+  assert re.search(r"(shardline \w+|python -m benchmarks\.\w+) .*--gin_file=experiments/" + re.escape(os.path.basename(path)), header)
   for line in text.splitlines():
     line = line.strip()
     assert not line or line.startswith(("#", "include ", "import ")) or "=" in line

@@ -1,0 +1,1 @@
+"""The expert matmul of sort-by-expert MoE dispatch: a grouped matmul that skips unused capacity."""

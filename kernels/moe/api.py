@@ -1,0 +1,88 @@
+"""The grouped matmul's entry point: validation, block sizes, gradients and dispatch.
+
+grouped_matmul(lhs [E, G, C, K], rhs [E, K, N], counts [E, G]) -> [E, G, C, N]: the first counts[e, g] rows of
+each (expert, routing group) buffer times the expert's weights, zero elsewhere. Implementations: 'pallas'
+(tpu.py on TPU, gpu.py on GPU; interpret mode on CPU) and 'xla' (reference.py). Gradients: d_lhs is the same
+grouped matmul against the transposed weights; d_rhs is lhs^T @ d_out per expert over the filled rows (a
+batched matmul; the empty rows are zero in lhs).
+"""
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from shardline.kernels.moe import gpu, reference, tpu
+
+IMPLEMENTATIONS = ("xla", "pallas")
+
+
+def validate(lhs: jax.Array, rhs: jax.Array, counts: jax.Array) -> None:
+  """Raises ValueError with a clear message for inputs the kernels cannot take."""
+  if lhs.ndim != 4 or rhs.ndim != 3 or counts.ndim != 2:
+    raise ValueError(f"grouped_matmul expects lhs [E, G, C, K], rhs [E, K, N], counts [E, G]; got {lhs.shape}, "
+                     f"{rhs.shape}, {counts.shape}.")
+  if lhs.shape[0] != rhs.shape[0] or lhs.shape[:2] != counts.shape or lhs.shape[3] != rhs.shape[1]:
+    raise ValueError(f"grouped_matmul: expert counts or K differ: lhs {lhs.shape}, rhs {rhs.shape}, counts "
+                     f"{counts.shape}.")
+  if lhs.dtype != rhs.dtype:
+    raise ValueError(f"grouped_matmul: lhs {lhs.dtype} and rhs {rhs.dtype} must share a dtype.")
+
+
+def _fit(size: int, preferred: int, align: int) -> int:
+  """The largest block <= preferred dividing size, a multiple of align when possible, else the whole size."""
+  for block in range(min(preferred, size), 0, -1):
+    if size % block == 0 and block % align == 0:
+      return block
+  return size
+
+
+def block_sizes(backend: str, c: int, k: int, n: int):
+  """(block_m, block_n, block_k): TPU tiles align to (8, 128); GPU blocks are powers of two >= 16 or whole."""
+  if backend == "tpu":
+    return _fit(c, 256, 8), _fit(n, 512, 128), _fit(k, 512, 128)
+  pow2 = lambda size, cap: next((b for b in (cap, cap // 2, cap // 4, 16) if size % b == 0 and b <= size), size)
+  return pow2(c, 64), pow2(n, 128), pow2(k, 64)
+
+
+def _pallas(lhs, rhs, counts, backend, interpret):
+  bm, bn, bk = block_sizes(backend, lhs.shape[2], lhs.shape[3], rhs.shape[2])
+  module = tpu if backend == "tpu" else gpu
+  return module.grouped_matmul(lhs, rhs, counts, block_m=bm, block_n=bn, block_k=bk, interpret=interpret)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _grouped(lhs, rhs, counts, backend, interpret):
+  return _pallas(lhs, rhs, counts, backend, interpret)
+
+
+def _grouped_fwd(lhs, rhs, counts, backend, interpret):
+  return _pallas(lhs, rhs, counts, backend, interpret), (lhs, rhs, counts)
+
+
+def _grouped_bwd(backend, interpret, residuals, d_out):
+  lhs, rhs, counts = residuals
+  d_out = jnp.where(reference.row_mask(counts, lhs.shape[2]), d_out, 0)
+  d_lhs = _pallas(d_out, jnp.swapaxes(rhs, 1, 2), counts, backend, interpret)
+  # [e, g, c, k] x [e, g, c, n] -> [e, k, n]
+  d_rhs = jnp.einsum("egck,egcn->ekn", lhs, d_out, preferred_element_type=jnp.float32).astype(rhs.dtype)
+  return d_lhs, d_rhs, None
+
+
+_grouped.defvjp(_grouped_fwd, _grouped_bwd)
+
+
+def grouped_matmul(lhs: jax.Array, rhs: jax.Array, counts: jax.Array, implementation: str = "pallas",
+                   backend: Optional[str] = None, interpret=None) -> jax.Array:
+  """[E, G, C, K] x [E, K, N] -> [E, G, C, N], zero beyond each count; differentiable in lhs and rhs."""
+  validate(lhs, rhs, counts)
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"Unknown grouped matmul implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
+  if implementation == "xla":
+    return reference.grouped_matmul(lhs, rhs, counts)
+  platform = jax.default_backend()
+  backend = backend or ("tpu" if platform == "tpu" else "gpu")
+  if interpret is None and platform == "cpu":
+    from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top
+    interpret = pltpu.InterpretParams() if backend == "tpu" else True
+  return _grouped(lhs, rhs, counts.astype(jnp.int32), backend, interpret)

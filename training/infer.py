@@ -1,0 +1,45 @@
+"""`shardline infer`: restore a checkpoint and run the model's own analysis (plots and tables)."""
+import os
+from typing import Any, Dict, Optional
+
+import gin
+import jax
+
+from shardline.models.base import BaseModel
+from shardline.partitioning.context import use_partitioner
+from shardline.partitioning.errors import UserError
+from shardline.tasks import loader
+from shardline.training import checkpoints as checkpoints_lib
+from shardline.training import data as data_lib
+from shardline.training import setup as setup_lib
+
+
+@gin.configurable("infer", denylist=["devices"])
+def infer(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: str = gin.REQUIRED,
+          batch_size: int = gin.REQUIRED, split: str = "test", output_dir: Optional[str] = None,
+          devices=None) -> Dict[str, Any]:
+  """Restores the latest checkpoint in `model_dir` and calls `model.analyze` on `split`.
+
+  Outputs go to `output_dir` (MODEL_DIR/analysis by default); nothing else in MODEL_DIR is written.
+  """
+  checkpointer = checkpoints_lib.Checkpointer(model_dir, async_save=False)
+  try:
+    steps = checkpointer.all_steps()
+    if not steps:
+      raise UserError(f"No checkpoint in {checkpointer.directory}; train first, or point --gin.MODEL_DIR at one.")
+    run = setup_lib.build(model, total_steps=max(steps[-1], 1), global_batch=batch_size, devices=devices)
+    data_lib.check_batch_divisible(batch_size, run.partitioner, "infer.batch_size")
+    checkpointer.check_fingerprint(steps[-1], run.fingerprint())
+    state = checkpointer.restore(steps[-1], run.abstract_state, run.state_sharding)
+  finally:
+    checkpointer.close()
+  output_dir = output_dir or os.path.join(model_dir, "analysis")
+  if jax.process_index() == 0:
+    os.makedirs(output_dir, exist_ok=True)
+  feeder = data_lib.BatchFeeder(loader.materialize(task, split), run.eval_batch_sharding)
+  with use_partitioner(run.partitioner):
+    try:
+      result = model.analyze(state.params, feeder.eval_batches(batch_size), output_dir)
+    except NotImplementedError as e:
+      raise UserError(str(e)) from e
+  return {"step": steps[-1], "output_dir": os.path.abspath(output_dir), **result}
