@@ -12,6 +12,7 @@ CONFIGURABLE_MODULES = (
     "shardline.tasks.registry",
     "shardline.tasks.digits",
     "shardline.tasks.tfds_image",
+    "shardline.tasks.tfds_image_text",
     "shardline.training.optimizer",
     "shardline.training.trainer",
     "shardline.training.evaluate",

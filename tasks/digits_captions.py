@@ -9,6 +9,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from shardline.tasks import captions as captions_lib
 from shardline.tasks import digits
 
 TASK_NAME = "digits_captions"
@@ -16,7 +17,6 @@ TEXT_LENGTH = 32
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TEMPLATES = ("a photo of the digit {word}", "handwritten {digit}", "the number {word}", "a drawing of a {word}",
              "digit {digit}", "a handwritten {word}", "an image of the number {digit}")
-VOCABULARY = seqio.ByteVocabulary()
 
 
 def captions(split: str) -> list:
@@ -34,11 +34,8 @@ def _dataset_fn(split: str, shuffle_files: bool, seed=None) -> tf.data.Dataset:
 
 def _tokenize(dataset: tf.data.Dataset) -> tf.data.Dataset:
   def one(ex):
-    ids = VOCABULARY.encode_tf(ex["caption"])[:TEXT_LENGTH - 1]
-    ids = tf.concat([ids, [VOCABULARY.eos_id]], axis=0)
-    ids = tf.pad(ids, [[0, TEXT_LENGTH - tf.shape(ids)[0]]], constant_values=VOCABULARY.pad_id)
-    return {"image": ex["image"], "label": ex["label"], "text": tf.ensure_shape(tf.cast(ids, tf.int32),
-                                                                                  [TEXT_LENGTH])}
+    return {"image": ex["image"], "label": ex["label"], "text": captions_lib.tokenize_caption(ex["caption"],
+                                                                                            TEXT_LENGTH)}
   return dataset.map(one, num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -49,9 +46,5 @@ if TASK_NAME not in seqio.TaskRegistry.names():
                                       num_input_examples={s: len(digits.load_split(s)["label"])
                                                           for s in digits.SPLITS}),
       preprocessors=[_tokenize],
-      output_features={
-          "image": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.float32, rank=3),
-          "text": seqio.Feature(VOCABULARY, add_eos=False, dtype=tf.int32, rank=1),
-          "label": seqio.Feature(seqio.PassThroughVocabulary(10), add_eos=False, dtype=tf.int32, rank=0),
-      },
+      output_features=captions_lib.output_features(),
   )

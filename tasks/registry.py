@@ -12,6 +12,7 @@ def ensure_registered() -> None:
   from shardline.tasks import digits  # noqa: F401
   from shardline.tasks import digits_captions  # noqa: F401
   from shardline.tasks import tfds_image  # noqa: F401
+  from shardline.tasks import tfds_image_text  # noqa: F401
 
 
 def get_task(name: str) -> seqio.Task:

@@ -14,9 +14,10 @@ import tensorflow_datasets as tfds
 from shardline.partitioning.errors import UserError
 
 
-def _check_prepared(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+def check_prepared(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """The builder of a TFDS dataset prepared under data_dir; a UserError saying how to prepare it otherwise."""
   how = (f"Prepare it with `tfds build {tfds_name.split(':')[0]} --data_dir={data_dir}` where the data can be "
-         f"reached, or point --gin.tasks.tfds_image_classification.data_dir at the folder that holds it.")
+         f"reached, or point the task's data_dir in gin (e.g. --gin.tasks.tfds_image_classification.data_dir) at the folder that holds it.")
   if not os.path.isdir(data_dir):
     raise UserError(f"TFDS data directory {data_dir!r} does not exist, so dataset {tfds_name!r} cannot be "
                     f"read. {how}")
@@ -56,7 +57,7 @@ def tfds_image_classification(tfds_name: str = gin.REQUIRED, data_dir: str = gin
     image_key, label_key: feature names in the TFDS dataset.
     task_name: the seqio task name; 'tfds_<name>' by default.
   """
-  builder = _check_prepared(tfds_name, data_dir)
+  builder = check_prepared(tfds_name, data_dir)
   if ":" not in tfds_name:  # seqio wants a pinned version; take the prepared one.
     tfds_name = f"{tfds_name}:{builder.info.version}"
   name = task_name or "tfds_" + tfds_name.replace(":", "_").replace("/", "_").replace(".", "_")

@@ -47,12 +47,16 @@ def plot(summary, path: str, block_indices) -> None:
   fig, panels = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.4), squeeze=False)
   for panel, layer, block in zip(panels[0], layers, block_indices):
     share = np.array(layer["image_share"])
-    order = np.argsort(-share)
+    used = (np.array(layer["image_tokens"]) + np.array(layer["text_tokens"])) > 0
+    order = np.lexsort((-share, ~used))  # used experts by image share, then the unused ones
     x = np.arange(len(share))
-    panel.bar(x, share[order], color="#d62728", label="image")
-    panel.bar(x, 1 - share[order], bottom=share[order], color="#1f77b4", label="text")
-    for xi, s in zip(x, share[order]):
-      panel.text(xi, 0.02, f"{100 * s:.0f}%", ha="center", va="bottom", fontsize=7, color="white", rotation=90)
+    panel.bar(x, np.where(used, share, 0)[order], color="#d62728", label="image")
+    panel.bar(x, np.where(used, 1 - share, 0)[order], bottom=share[order], color="#1f77b4", label="text")
+    panel.bar(x, np.where(used, 0, 1)[order], color="#dddddd", hatch="//", edgecolor="#999999",
+              label="no tokens")
+    for xi, s, u in zip(x, share[order], used[order]):
+      panel.text(xi, 0.02, f"{100 * s:.0f}%" if u else "unused", ha="center", va="bottom", fontsize=7,
+                 color="white" if u else "#555555", rotation=90)
     panel.set_xticks(x, [str(e) for e in order], fontsize=7)
     panel.set_xlabel("expert (sorted by image share)")
     panel.set_ylim(0, 1)
@@ -74,5 +78,6 @@ def table(summary, block_indices) -> str:
     lines.append(f"block {block}: routing success image {100 * layer['success_image']:.1f}%, "
                  f"text {100 * layer['success_text']:.1f}%")
     for e, (share, i, t) in enumerate(zip(layer["image_share"], layer["image_tokens"], layer["text_tokens"])):
-      lines.append(f"  expert {e}: {int(i):6d} image, {int(t):6d} text tokens  ({100 * share:.0f}% image)")
+      shown = f"{100 * share:.0f}% image" if i + t else "unused"
+      lines.append(f"  expert {e}: {int(i):6d} image, {int(t):6d} text tokens  ({shown})")
   return "\n".join(lines)

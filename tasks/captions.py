@@ -1,0 +1,23 @@
+"""Caption tokenization shared by the image-text tasks: seqio's byte vocabulary (no download), the bytes, an
+end id, then padding to a fixed length."""
+import seqio
+import tensorflow as tf
+
+VOCABULARY = seqio.ByteVocabulary()
+
+
+def tokenize_caption(caption: tf.Tensor, length: int) -> tf.Tensor:
+  """A scalar string -> [length] int32 ids: bytes + 3, the end id (1), padding (0); cut to fit."""
+  ids = VOCABULARY.encode_tf(caption)[:length - 1]
+  ids = tf.concat([ids, [VOCABULARY.eos_id]], axis=0)
+  ids = tf.pad(ids, [[0, length - tf.shape(ids)[0]]], constant_values=VOCABULARY.pad_id)
+  return tf.ensure_shape(tf.cast(ids, tf.int32), [length])
+
+
+def output_features() -> dict:
+  """The seqio features of an image-text task: image, text ids and an integer label."""
+  return {
+      "image": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.float32, rank=3),
+      "text": seqio.Feature(VOCABULARY, add_eos=False, dtype=tf.int32, rank=1),
+      "label": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.int32, rank=0),
+  }

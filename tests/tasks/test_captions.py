@@ -1,0 +1,48 @@
+"""The image-text tasks: digits captions (deterministic, byte-tokenized) and a prepared TFDS image-text set."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from shardline.models.limoe import text
+from shardline.partitioning.errors import UserError
+from shardline.tasks import digits, digits_captions, loader, tfds_image_text
+
+
+def test_digits_captions_are_deterministic_and_name_the_digit():
+  first, second = loader.materialize("digits_captions", "test"), loader.materialize("digits_captions", "test")
+  np.testing.assert_array_equal(first["text"], second["text"])
+  np.testing.assert_array_equal(first["image"], digits.load_split("test")["image"])
+  captions = digits_captions.captions("test")
+  assert len(set(captions)) > 10  # several templates
+  for i in (0, 1, 2, 50):
+    label = int(first["label"][i])
+    assert digits_captions.WORDS[label] in captions[i] or str(label) in captions[i]
+    assert first["text"][i].tolist() == text.encode(captions[i], digits_captions.TEXT_LENGTH).tolist()
+
+
+def _write_image_text_dataset(data_dir):
+  features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(12, 12, 3)),
+                                         "captions": tfds.features.Sequence({"text": tfds.features.Text()})})
+  rng = np.random.default_rng(0)
+  split = lambda n: tf.data.Dataset.from_tensor_slices({
+      "image": rng.integers(0, 255, (n, 12, 12, 3), np.uint8),
+      "captions": {"text": np.array([[f"picture {i}", f"other {i}"] for i in range(n)])}})
+  tfds.dataset_builders.store_as_tfds_dataset(name="shardline_tiny_captions", version="1.0.0", features=features,
+                                              split_datasets={"train": split(6)}, data_dir=str(data_dir))
+
+
+def test_reads_a_prepared_image_text_dataset(tmp_path):
+  _write_image_text_dataset(tmp_path)
+  name = tfds_image_text.tfds_image_text(tfds_name="shardline_tiny_captions", data_dir=str(tmp_path),
+                                         image_size=8, channels=1, text_length=12)
+  examples = loader.materialize(name, "train")
+  assert examples["image"].shape == (6, 8, 8, 1) and examples["text"].shape == (6, 12)
+  decoded = sorted(bytes(int(t) - 3 for t in row if t >= 3).decode() for row in examples["text"])
+  assert decoded == sorted(f"picture {i}" for i in range(6))  # the first caption of each image
+  assert set(examples["label"].tolist()) == {-1}
+
+
+def test_absent_image_text_dataset_says_how_to_prepare_it(tmp_path):
+  with pytest.raises(UserError, match="tfds build coco_captions"):
+    tfds_image_text.tfds_image_text(tfds_name="coco_captions", data_dir=str(tmp_path))
