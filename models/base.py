@@ -37,6 +37,15 @@ class BaseModel(abc.ABC):
   def eval_metrics(self, params: Any, batch: Batch) -> Metrics:
     """Evaluation metrics for one batch; honours an optional per-example 'weight' feature (padding = 0)."""
 
+  def headline(self, metrics: Dict[str, float]) -> Dict[str, float]:
+    """The evaluation metrics worth a place in one-line logs (all of them unless a model has many)."""
+    return metrics
+
+  def eval_report(self, params: Any, batch: Batch, metrics: Dict[str, float], output_dir: str) -> Dict[str, Any]:
+    """Extra output of `shardline eval` (tables, figures) from the metrics and one evaluation batch."""
+    del params, batch, metrics, output_dir
+    return {}
+
   def analyze(self, params: Any, batches, output_dir: str) -> Dict[str, Any]:
     """Model-specific analysis for `shardline infer` (plots, tables), over evaluation batches."""
     raise NotImplementedError(f"{type(self).__name__} has no analysis for `shardline infer`.")

@@ -55,5 +55,9 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
   if jax.process_index() == 0:
     print(f"Evaluated checkpoint step {step} of {os.path.abspath(model_dir)} on {task}/{split} "
           f"({feeder.num_examples} examples, mesh {mesh_lib.describe(run.partitioner.mesh)}): "
-          + summaries_lib.format_line(step, metrics).split(" | ", 1)[1])
-  return {"step": step, "split": split, "metrics": metrics, "num_examples": feeder.num_examples}
+          + summaries_lib.format_line(step, model.headline(metrics)).split(" | ", 1)[1])
+  extra = {}
+  if jax.process_count() == 1:  # reports gather one batch to the host; multi-process runs print metrics only
+    first_batch = next(iter(feeder.eval_batches(batch_size)))
+    extra = model.eval_report(state.params, first_batch, metrics, os.path.join(model_dir, "eval"))
+  return {"step": step, "split": split, "metrics": metrics, "num_examples": feeder.num_examples, **extra}

@@ -142,9 +142,9 @@ class _Loop:
           bar.set_postfix(loss=f"{self.last_train['loss']:.4f}")
           pending, window_start, window_step = [], time.time(), done
         if done % self.every["eval"] == 0 or done == steps:
-          self.last_eval = {f"eval_{k}": v for k, v in run_eval(self.eval_step, state.params, self.eval_feeder,
-                                                                 self.eval_batch_size).items()}
-          self.summaries.write("eval", done, self.last_eval)
+          evaluated = run_eval(self.eval_step, state.params, self.eval_feeder, self.eval_batch_size)
+          self.summaries.write("eval", done, {f"eval_{k}": v for k, v in evaluated.items()})
+          self.last_eval = {f"eval_{k}": v for k, v in self.run.model.headline(evaluated).items()}
           log(summaries_lib.format_line(done, self.last_eval))
         if done % self.every["checkpoint"] == 0 or done == steps:
           self.checkpointer.save(done, state, self.meta)

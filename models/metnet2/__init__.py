@@ -1,0 +1,1 @@
+"""MetNet-2: probabilistic precipitation nowcasting with dilated convolutions and lead-time conditioning."""

@@ -1,0 +1,65 @@
+"""The MetNet-2 configuration. gin binds it in gin/models/metnet2/*.gin; size files change dimensions only."""
+import dataclasses
+from typing import Tuple
+
+import gin
+
+from shardline.partitioning.errors import UserError
+
+
+@gin.configurable(module="metnet2")
+@dataclasses.dataclass(frozen=True)
+class MetNet2Config:
+  """Geometry, architecture and output bins.
+
+  Attributes:
+    context, target: sides (pixels) of the input window and of the central window forecast.
+    input_frames: radar frames per example; state_channels: weather-model state channels.
+    lead_times: the lead times (in frames) the model is conditioned on; one embedding each.
+    width: channels of the context aggregator.
+    downsample: space-to-depth factor of the encoder (MetNet-2 works at a quarter of the input resolution).
+    max_dilation: dilations run 1, 2, 4, ... up to this; `repeats` times over.
+    num_bins, bin_width: the output distribution: bins of bin_width mm/h from 0; the last bin takes all above.
+    dtype: compute dtype.
+  """
+  EXECUTION_FIELDS = ("dtype",)
+
+  context: int = 64
+  target: int = 32
+  input_frames: int = 4
+  state_channels: int = 6
+  lead_times: Tuple[int, ...] = (1, 3, 6, 12)
+  width: int = 32
+  downsample: int = 2
+  max_dilation: int = 8
+  repeats: int = 2
+  num_bins: int = 64
+  bin_width: float = 0.2
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    checks = [
+        (self.context % self.downsample == 0, f"context={self.context} must be divisible by "
+                                              f"downsample={self.downsample}"),
+        ((self.context - self.target) % 2 == 0 and self.target <= self.context,
+         f"target={self.target} must fit centred in context={self.context}"),
+        (self.max_dilation >= 1 and self.max_dilation & (self.max_dilation - 1) == 0,
+         f"max_dilation={self.max_dilation} must be a power of two"),
+        (len(self.lead_times) >= 1, "lead_times must name at least one lead time"),
+    ]
+    for ok, message in checks:
+      if not ok:
+        raise UserError(f"metnet2.MetNet2Config: {message}. Fix it in your gin files or --gin overrides.")
+
+  @property
+  def dilations(self) -> Tuple[int, ...]:
+    """The dilation of every aggregator block, in order."""
+    one = tuple(2 ** i for i in range(self.max_dilation.bit_length()))
+    return one * self.repeats
+
+  @property
+  def receptive_field(self) -> int:
+    """Side (input pixels) of the window that one output pixel sees: a 3x3 encoder conv at full resolution,
+    space-to-depth, the dilated 3x3 convs at 1/downsample resolution, then 1x1 convs and depth-to-space."""
+    coarse = 1 + 2 * sum(self.dilations)
+    return self.downsample * coarse + 2

@@ -1,0 +1,87 @@
+"""The precipitation data: the simulator is deterministic and its wind really moves the rain; the cached seqio
+task; the Zarr loader on a store the test writes, and its errors."""
+import numpy as np
+import pytest
+import tensorstore as ts
+
+from shardline.partitioning.errors import UserError
+from shardline.tasks import loader
+from shardline.tasks.precipitation import simulated_task, simulator, zarr_source
+
+CONFIG = simulator.SimulatorConfig(domain=64, context=48, target=16, lead_times=(1, 4), initiation_rate=0.0,
+                                   growth=0.0, saturation=0.0, noise=0.0, spin_up=2)
+
+
+def test_simulator_is_deterministic_for_a_seed():
+  a, b, c = simulator.simulate(CONFIG, 5), simulator.simulate(CONFIG, 5), simulator.simulate(CONFIG, 6)
+  for name in ("radar", "state", "target"):
+    np.testing.assert_array_equal(a[name], b[name])
+  assert not np.array_equal(a["radar"], c["radar"])
+  assert a["radar"].shape == (4, 48, 48) and a["state"].shape == (6, 48, 48) and a["target"].shape == (2, 16, 16)
+
+
+def _centroid(field):
+  """Periodic centroid (y, x) of a field on a square grid, by the circular mean."""
+  n = field.shape[0]
+  angles = 2 * np.pi * np.arange(n) / n
+  weights = [field.sum(axis=1 - axis) for axis in (0, 1)]
+  return np.array([np.angle(np.sum(w * np.exp(1j * angles))) * n / (2 * np.pi) for w in weights])
+
+
+def test_wind_advects_the_cells_and_conserves_rain():
+  """Without growth, decay, noise or new cells, rain is conserved (up to the clip of drizzle) and its centroid
+  moves by the sum of the winds."""
+  example = simulator.simulate(CONFIG, 11)
+  frames, winds = example["frames"], example["winds"]
+  for t in range(3):
+    moved = (_centroid(frames[t + 1]) - _centroid(frames[t]) + 32) % 64 - 32
+    np.testing.assert_allclose(moved, winds[t][::-1], atol=0.05)  # (dy, dx) = (v, u)
+    np.testing.assert_allclose(frames[t + 1].sum(), frames[t].sum(), rtol=0.02)
+
+
+def test_simulated_task_is_cached_and_disjoint(tmp_path):
+  name = simulated_task.precipitation_simulation(num_train=6, num_test=3, cache_dir=str(tmp_path), domain=64,
+                                                 context=48, target=16, lead_times=(1, 4))
+  train, test = loader.materialize(name, "train"), loader.materialize(name, "test")
+  assert train["radar"].shape == (6, 4, 48, 48) and test["target"].shape == (3, 2, 16, 16)
+  assert len(list(tmp_path.glob("*.npz"))) == 2
+  assert not any(np.array_equal(test["radar"][0], r) for r in train["radar"])
+  again = loader.materialize(name, "test")  # from the cache
+  np.testing.assert_array_equal(again["radar"], test["radar"])
+
+
+def _write_store(path, steps=12, size=40, dims=("time", "y", "x"), skip=()):
+  rng = np.random.default_rng(0)
+  for name in zarr_source.VARIABLES:
+    if name in skip:
+      continue
+    store = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / name)},
+                     "metadata": {"shape": [steps, size, size], "data_type": "float32",
+                                  "dimension_names": list(dims)}}, create=True).result()
+    store.write(rng.gamma(0.5, 2.0, (steps, size, size)).astype(np.float32)).result()
+
+
+def test_zarr_loader_cuts_examples_and_splits_by_time(tmp_path):
+  _write_store(tmp_path / "store")
+  name = zarr_source.precipitation_zarr(path=str(tmp_path / "store"), context=32, target=16, input_frames=2,
+                                        lead_times=(1, 3), spatial_stride=8, test_fraction=0.25)
+  train, test = loader.materialize(name, "train"), loader.materialize(name, "test")
+  assert train["radar"].shape[1:] == (2, 32, 32) and train["state"].shape[1:] == (6, 32, 32)
+  assert test["target"].shape[1:] == (2, 16, 16)
+  # forecast times 1..8 x 2 x 2 windows; the last quarter of the times (7 and 8) is test
+  assert len(train["radar"]) + len(test["radar"]) == 8 * 4 and len(test["radar"]) == 2 * 4
+  arrays = zarr_source.open_variables(str(tmp_path / "store"))
+  rain = arrays["precipitation"]
+  np.testing.assert_array_equal(train["radar"][0], rain[0:2, 0:32, 0:32])  # t = 1, corner (0, 0)
+  np.testing.assert_array_equal(train["target"][0, 1], rain[4, 8:24, 8:24])  # lead 3, the central window
+
+
+def test_zarr_loader_errors(tmp_path):
+  with pytest.raises(UserError, match="does not exist"):
+    zarr_source.precipitation_zarr(path=str(tmp_path / "absent"))
+  _write_store(tmp_path / "partial", skip=("humidity",))
+  with pytest.raises(UserError, match="no readable Zarr v3 array 'humidity'"):
+    zarr_source.open_variables(str(tmp_path / "partial"))
+  _write_store(tmp_path / "dims", dims=("t", "lat", "lon"))
+  with pytest.raises(UserError, match="expected \\('time', 'y', 'x'\\)"):
+    zarr_source.open_variables(str(tmp_path / "dims"))
