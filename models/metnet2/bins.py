@@ -1,8 +1,9 @@
 """The categorical output over precipitation-rate bins, and the scores computed from it.
 
-Bins are [k w, (k+1) w) mm/h for k < num_bins - 1 and the last bin takes everything above; within a bin the
-probability is spread uniformly, so the forecast CDF is piecewise linear between bin edges. Observations above
-the top edge are scored as the top edge.
+Bins are [k w, (k+1) w) mm/h for k < num_bins - 1 and the last bin takes everything above. The first bin means
+"no measurable rain" and puts its mass at 0 mm/h; every other bin spreads its probability uniformly, so the
+forecast CDF is a step at 0 and then piecewise linear between bin edges. Observations above the top edge are
+scored as the top edge.
 """
 import jax
 import jax.numpy as jnp
@@ -20,12 +21,13 @@ def exceedance(probs: jax.Array, threshold: float, bin_width: float) -> jax.Arra
 
 
 def crps(probs: jax.Array, observed: jax.Array, bin_width: float) -> jax.Array:
-  """CRPS = integral of (F(x) - 1[x >= y])^2 dx for the piecewise-linear CDF F of probs [..., bins] and
-  observations y [...], in mm/h. Each bin splits at y into a part below (integrand F^2) and above ((1 - F)^2);
-  the square of a linear function integrates to length x (p^2 + pq + q^2) / 3 of its end values p and q."""
+  """CRPS = integral of (F(x) - 1[x >= y])^2 dx for the CDF F of probs [..., bins] (see the module docstring)
+  and observations y [...], in mm/h. Each bin splits at y into a part below (integrand F^2) and above
+  ((1 - F)^2); the square of a linear function integrates to length x (p^2 + pq + q^2) / 3 of its end values."""
   k = probs.shape[-1]
   cdf = jnp.cumsum(probs, axis=-1)
-  lo_cdf = jnp.concatenate([jnp.zeros_like(cdf[..., :1]), cdf[..., :-1]], axis=-1)  # F at each bin's lower edge
+  # F just above each bin's lower edge: the first bin's mass sits at 0, so F is already p_0 there.
+  lo_cdf = jnp.concatenate([cdf[..., :1], cdf[..., :-1]], axis=-1)
   lower_edges = jnp.arange(k) * bin_width
   y = jnp.clip(observed, 0.0, k * bin_width)[..., None]
   s = jnp.clip((y - lower_edges) / bin_width, 0.0, 1.0)  # the share of each bin below y

@@ -28,15 +28,17 @@ def tiny_metnet(**overrides) -> MetNet2Config:
 
 # ----------------------------------------------------------------------------------------------------- CRPS
 def _numerical_crps(probs, observed, bin_width):
-  """Integrates (F(x) - 1[x >= y])^2 on a fine grid, F piecewise linear through the bin edges."""
+  """Integrates (F(x) - 1[x >= y])^2 on a fine grid: F = p_0 on the first bin (its mass at 0), then piecewise
+  linear through the bin edges."""
   edges = np.arange(len(probs) + 1) * bin_width
   x = np.linspace(0, edges[-1], 200001)
-  cdf = np.interp(x, edges, np.concatenate([[0], np.cumsum(probs)]))
+  cdf = np.interp(x, edges, np.concatenate([[probs[0]], np.cumsum(probs)]))
   return np.trapezoid((cdf - (x >= min(observed, edges[-1]))) ** 2, x)
 
 
 @pytest.mark.parametrize("probs, observed", [
-    ([1.0, 0, 0, 0], 0.0),          # certain of no rain, none observed: CRPS = integral over the first bin
+    ([1.0, 0, 0, 0], 0.0),          # certain of no rain, none observed: CRPS 0
+    ([1.0, 0, 0, 0], 0.3),          # certain of no rain, some observed
     ([0, 0, 1.0, 0], 0.7),
     ([0.25, 0.25, 0.25, 0.25], 1.3),
     ([0.1, 0.6, 0.2, 0.1], 5.0),     # observed above the top edge

@@ -1,0 +1,53 @@
+"""The MGDT configuration. gin binds it in gin/models/mgdt/*.gin; size files change dimensions only."""
+import dataclasses
+
+import gin
+
+from shardline.partitioning.errors import UserError
+
+
+@gin.configurable(module="mgdt")
+@dataclasses.dataclass(frozen=True)
+class MGDTConfig:
+  """Tokens, transformer and discretisation.
+
+  Attributes:
+    timesteps: K, the timesteps per sequence.
+    frame_size, patch_size: 84 x 84 frames cut into 14 x 14 patches: 36 patch tokens per timestep.
+    num_actions: the full ALE action set (18).
+    return_min, return_max: returns-to-go are integers binned over [return_min, return_max) (120 bins).
+    width, depth, num_heads, mlp_dim: the transformer.
+    dtype: compute dtype.
+  """
+  EXECUTION_FIELDS = ("dtype",)
+
+  timesteps: int = 4
+  frame_size: int = 84
+  patch_size: int = 14
+  num_actions: int = 18
+  return_min: int = -20
+  return_max: int = 100
+  width: int = 128
+  depth: int = 4
+  num_heads: int = 4
+  mlp_dim: int = 512
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.frame_size % self.patch_size:
+      raise UserError(f"mgdt.MGDTConfig: patch_size={self.patch_size} must divide frame_size={self.frame_size}.")
+    if self.width % self.num_heads:
+      raise UserError(f"mgdt.MGDTConfig: num_heads={self.num_heads} must divide width={self.width}.")
+
+  @property
+  def num_patches(self) -> int:
+    return (self.frame_size // self.patch_size) ** 2
+
+  @property
+  def tokens_per_step(self) -> int:
+    """Patches, then the return-to-go, action and reward tokens."""
+    return self.num_patches + 3
+
+  @property
+  def num_return_bins(self) -> int:
+    return self.return_max - self.return_min

@@ -1,0 +1,55 @@
+"""Tokenisation of MGDT timesteps: frames to patches, returns to bins, rewards to {-1, 0, +1}, and the mask.
+
+Per timestep the sequence holds 36 patch tokens, then the return-to-go token, the action token and the reward
+token. The attention mask is block-causal over timesteps, with the patches of one frame visible to each other
+and the three scalar tokens causal among themselves: a token sees every token of earlier timesteps, the
+patches of its own timestep, and the scalar tokens of its own timestep up to itself. So the return is read out
+at the last patch (it sees the frame, not its return), the action at the return token, the reward at the
+action token.
+"""
+import jax.numpy as jnp
+import numpy as np
+
+RETURN_OFFSET, ACTION_OFFSET, REWARD_OFFSET = 0, 1, 2  # after the patches
+
+
+def patchify(frames, patch: int):
+  """[..., H, W] -> [..., (H/p) * (W/p), p * p], row-major patches."""
+  *lead, h, w = frames.shape
+  x = frames.reshape(*lead, h // patch, patch, w // patch, patch)
+  x = jnp.moveaxis(x, -3, -2) if isinstance(x, jnp.ndarray) else np.moveaxis(x, -3, -2)
+  return x.reshape(*lead, (h // patch) * (w // patch), patch * patch)
+
+
+def unpatchify(patches, patch: int, size: int):
+  """The inverse of patchify: [..., N, p * p] -> [..., size, size]."""
+  *lead, _, _ = patches.shape
+  n = size // patch
+  x = patches.reshape(*lead, n, n, patch, patch)
+  x = jnp.moveaxis(x, -2, -3) if isinstance(x, jnp.ndarray) else np.moveaxis(x, -2, -3)
+  return x.reshape(*lead, size, size)
+
+
+def return_to_bin(returns, return_min: int, return_max: int):
+  """Integer returns-to-go -> bin ids in [0, return_max - return_min)."""
+  return jnp.clip(jnp.floor(returns) - return_min, 0, return_max - return_min - 1).astype(jnp.int32)
+
+
+def bin_to_return(bins, return_min: int):
+  return bins + return_min
+
+
+def reward_to_token(rewards):
+  """Rewards -> {0, 1, 2} for {-1, 0, +1} (clipped first)."""
+  return (jnp.sign(rewards) + 1).astype(jnp.int32)
+
+
+def attention_mask(timesteps: int, num_patches: int) -> np.ndarray:
+  """[L, L] boolean, True where query i may attend key j (L = timesteps x (num_patches + 3))."""
+  per_step = num_patches + 3
+  pos = np.arange(timesteps * per_step)
+  step, offset = pos // per_step, pos % per_step
+  earlier = step[None, :] < step[:, None]
+  same = step[None, :] == step[:, None]
+  visible_in_step = (offset[None, :] < num_patches) | (offset[None, :] <= offset[:, None])
+  return earlier | (same & visible_in_step)

@@ -1,0 +1,85 @@
+"""The MGDT seqio task: windows of K consecutive timesteps from the generated episodes of several games.
+
+The data are generated on the first use (generate.py) into `data_dir` and reused afterwards. Each example:
+  observations [K, 84, 84] uint8, returns_to_go [K] float32, actions [K] int32, rewards [K] int32 (clipped),
+  game [] int32 (index into `games`, for reporting only; the model never sees it).
+Windows start every `stride` steps. Every `validation_every`-th episode of a game is held out as 'validation'.
+"""
+import hashlib
+import json
+import os
+from typing import Dict, Sequence
+
+import gin
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from shardline.tasks.atari import episodes, generate
+
+DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), ".cache", "shardline", "atari")
+FEATURES = {"observations": tf.uint8, "returns_to_go": tf.float32, "actions": tf.int32, "rewards": tf.int32,
+            "game": tf.int32}
+
+
+def ensure_generated(data_dir: str, games: Sequence[str], episodes_per_game: int, max_steps: int,
+                     seed: int) -> None:
+  """Generates the episodes unless data_dir already holds the same configuration."""
+  stats_path = os.path.join(data_dir, "stats.json")
+  wanted = {"games": list(games), "episodes_per_game": episodes_per_game, "max_steps": max_steps, "seed": seed}
+  if os.path.exists(stats_path):
+    with open(stats_path) as f:
+      if json.load(f)["config"] == wanted:
+        return
+  generate.generate(data_dir, games, episodes_per_game, max_steps, seed)
+
+
+def windows(data_dir: str, games: Sequence[str], split: str, k: int, stride: int,
+            validation_every: int) -> Dict[str, np.ndarray]:
+  """Every window of a split, stacked."""
+  out = {name: [] for name in FEATURES}
+  for g, game in enumerate(games):
+    for i, episode in enumerate(episodes.read(episodes.path_for(data_dir, game))):
+      held_out = i % validation_every == validation_every - 1
+      if held_out != (split == "validation"):
+        continue
+      length = len(episode["actions"])
+      for start in range(0, max(length - k, 0) + 1, stride):
+        end = start + k
+        if end > length:
+          break
+        out["observations"].append(episode["observations"][start:end])
+        out["returns_to_go"].append(episode["returns_to_go"][start:end])
+        out["actions"].append(episode["actions"][start:end])
+        out["rewards"].append(episodes.clip_reward(episode["rewards"][start:end]))
+        out["game"].append(g)
+  return {name: np.stack(v).astype(FEATURES[name].as_numpy_dtype) for name, v in out.items()}
+
+
+@gin.configurable(module="tasks")
+def atari_episodes(data_dir: str = DEFAULT_DATA_DIR, games: Sequence[str] = generate.DEFAULT_GAMES,
+                   episodes_per_game: int = 10, max_steps: int = 500, seed: int = 0, timesteps: int = 4,
+                   stride: int = 2, validation_every: int = 5) -> str:
+  """Registers (once) and returns the name of the MGDT window task, generating the data if needed."""
+  games, data_dir = tuple(games), os.path.expanduser(data_dir)
+  ensure_generated(data_dir, games, episodes_per_game, max_steps, seed)
+  key = repr((os.path.abspath(data_dir), games, episodes_per_game, max_steps, seed, timesteps, stride,
+              validation_every))
+  name = f"atari_k{timesteps}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+  if name not in seqio.TaskRegistry.names():
+    def dataset_fn(split: str, shuffle_files: bool) -> tf.data.Dataset:
+      del shuffle_files
+      return tf.data.Dataset.from_tensor_slices(windows(data_dir, games, split, timesteps, stride,
+                                                        validation_every))
+    seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset_fn, splits=("train", "validation")),
+                           preprocessors=[], output_features={
+                               key: seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=dtype,
+                                                  rank=3 if key == "observations" else 1 if key != "game" else 0)
+                               for key, dtype in FEATURES.items()})
+  return name
+
+
+def behaviour_stats(data_dir: str) -> Dict[str, dict]:
+  """The per-game behaviour statistics written by the generator."""
+  with open(os.path.join(os.path.expanduser(data_dir), "stats.json")) as f:
+    return json.load(f)["games"]

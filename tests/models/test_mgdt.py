@@ -1,0 +1,131 @@
+"""MGDT: tokenisation round trips, the exact attention mask, the optimality bias, a few training steps, a short
+game played in the emulator, and the 200M configuration."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from shardline.models.mgdt import sampling, tokens
+from shardline.models.mgdt.agent import DecisionTransformerAgent
+from shardline.models.mgdt.config import MGDTConfig
+from shardline.partitioning import rules
+from shardline.partitioning.context import Partitioner
+from shardline.training import step as step_lib
+from shardline.training import train_state
+from tests import helpers
+
+TINY = dict(width=32, depth=2, num_heads=2, mlp_dim=64)
+
+
+def test_patching_round_trips_and_is_row_major():
+  frames = np.random.default_rng(0).integers(0, 255, (2, 3, 84, 84)).astype(np.uint8)
+  patches = tokens.patchify(frames, 14)
+  assert patches.shape == (2, 3, 36, 196)
+  np.testing.assert_array_equal(patches[0, 0, 1], frames[0, 0, :14, 14:28].ravel())  # second patch: row 0, col 1
+  np.testing.assert_array_equal(patches[0, 0, 6], frames[0, 0, 14:28, :14].ravel())  # seventh: row 1, col 0
+  np.testing.assert_array_equal(tokens.unpatchify(patches, 14, 84), frames)
+  np.testing.assert_array_equal(np.asarray(tokens.unpatchify(tokens.patchify(jnp.asarray(frames), 14), 14, 84)),
+                                frames)
+
+
+def test_return_binning_and_reward_clipping():
+  returns = jnp.array([-30.0, -20.0, 0.0, 7.0, 99.0, 250.0])
+  bins = tokens.return_to_bin(returns, -20, 100)
+  np.testing.assert_array_equal(bins, [0, 0, 20, 27, 119, 119])
+  np.testing.assert_array_equal(tokens.bin_to_return(bins[1:5], -20), [-20, 0, 7, 99])  # in range: exact
+  np.testing.assert_array_equal(tokens.reward_to_token(jnp.array([-5.0, -1.0, 0.0, 0.5, 200.0])), [0, 0, 1, 2, 2])
+
+
+def test_attention_mask_is_exactly_block_causal():
+  k, n = 3, 36
+  mask = tokens.attention_mask(k, n)
+  per = n + 3
+  for i in range(k * per):
+    for j in range(k * per):
+      ti, oi, tj, oj = i // per, i % per, j // per, j % per
+      expected = tj < ti or (tj == ti and (oj < n or oj <= oi))
+      assert mask[i, j] == expected, (i, j)
+  # Read-outs cannot see what they predict: the return (at the last patch) not the return token, the action
+  # (at the return token) not the action token, the reward (at the action token) not the reward token.
+  assert not mask[n - 1, n] and not mask[n, n + 1] and not mask[n + 1, n + 2]
+  assert mask[n + 2, :n + 3].all() and not mask[n + 2, per:].any()  # nothing of later timesteps
+
+
+def test_model_predictions_do_not_see_their_targets():
+  """Changing a timestep's action changes no action logit of that timestep or earlier (a leak test through the
+  whole network, not just the mask)."""
+  agent = DecisionTransformerAgent(MGDTConfig(**TINY))
+  batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in agent.batch_spec(1).items()}
+  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape),
+                        nn.unbox(agent.init(jax.random.PRNGKey(0), batch)))
+  run = lambda b: agent.module.apply({"params": params}, *agent._inputs(b))  # pylint: disable=protected-access
+  before = run(batch)
+  after = run({**batch, "actions": batch["actions"].at[0, 2].set(5)})
+  np.testing.assert_allclose(after["action_logits"][0, :3], before["action_logits"][0, :3], atol=1e-6)
+  np.testing.assert_allclose(after["return_logits"][0, :3], before["return_logits"][0, :3], atol=1e-6)
+  assert not np.allclose(after["reward_logits"][0, 2], before["reward_logits"][0, 2])  # the reward may see it
+  assert not np.allclose(after["action_logits"][0, 3], before["action_logits"][0, 3])  # and later steps
+
+
+def test_optimality_bias_moves_mass_to_higher_returns():
+  logits = jnp.log(jnp.array([0.1, 0.4, 0.4, 0.1]))
+  unbiased = jax.nn.softmax(sampling.biased_return_logits(logits, 0.0, 0, 4))
+  np.testing.assert_allclose(unbiased, [0.1, 0.4, 0.4, 0.1], rtol=1e-6)  # kappa = 0: unchanged
+  values = jnp.arange(4.0)
+  means = [float(jnp.sum(values * jax.nn.softmax(sampling.biased_return_logits(logits, kappa, 0, 4))))
+           for kappa in (0.0, 2.0, 10.0)]
+  assert means[0] < means[1] < means[2]
+  biased = jax.nn.softmax(sampling.biased_return_logits(logits, 4.0, 0, 4))
+  np.testing.assert_allclose(biased / unbiased, np.exp(4.0 * np.arange(4) / 4) / np.sum(
+      np.exp(4.0 * np.arange(4) / 4) * unbiased), rtol=1e-5)  # exactly P(R) exp(kappa R_norm), renormalised
+
+
+def test_a_few_training_steps():
+  agent = DecisionTransformerAgent(MGDTConfig(**TINY))
+  partitioner = Partitioner(helpers.mesh(data=8), rules.rule_set("data"))
+  tx = optax.adam(3e-3)
+  spec = agent.batch_spec(8)
+  _, sharding, _ = train_state.abstract_state(agent, tx, spec, partitioner)
+  batch_sharding = {k: partitioner.sharding(agent.batch_axes()[k]) for k in spec}
+  state = train_state.init_state(agent, tx, spec, partitioner, sharding)
+  rng = np.random.default_rng(0)
+  batch = {"observations": rng.integers(0, 255, (8, 4, 84, 84)).astype(np.uint8),
+           "returns_to_go": rng.integers(-3, 10, (8, 4)).astype(np.float32),
+           "actions": rng.integers(0, 18, (8, 4)).astype(np.int32),
+           "rewards": rng.integers(-1, 2, (8, 4)).astype(np.int32)}
+  train = step_lib.jit_train_step(step_lib.train_step_fn(agent, tx, lambda s: 3e-3), partitioner, sharding,
+                                  batch_sharding)
+  batch = jax.device_put(batch, batch_sharding)
+  losses = []
+  for _ in range(4):
+    state, metrics = train(state, batch)
+    losses.append(float(metrics["loss"][0]))
+  assert losses[-1] < losses[0] and np.isclose(losses[0], np.log(120) + np.log(18) + np.log(3), rtol=1e-3)
+
+
+def test_plays_one_short_episode_in_the_emulator(tmp_path):
+  from shardline.tasks.atari import play  # pylint: disable=g-import-not-at-top
+  agent = DecisionTransformerAgent(MGDTConfig(**TINY))
+  batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in agent.batch_spec(1).items()}
+  params = nn.unbox(agent.init(jax.random.PRNGKey(0), batch))
+  decide = jax.jit(agent.decide)
+  score, captured = play.play_episode(agent, params, decide, "Pong", seed=3, kappa=10.0, max_steps=12,
+                                      capture_at=6)
+  again, _ = play.play_episode(agent, params, decide, "Pong", seed=3, kappa=10.0, max_steps=12)
+  assert score == again  # deterministic for a seed
+  frame, weights = captured
+  assert frame.shape == (84, 84) and weights.shape == (36,) and np.all(weights >= 0)
+  play.plot_attention({"Pong": captured}, 14, str(tmp_path / "attention.png"))
+  assert (tmp_path / "attention.png").stat().st_size > 1000
+  assert play.human_normalised("Pong", play.HUMAN_SCORES["Pong"]) == pytest.approx(1.0)
+
+
+def test_200m_configuration_by_eval_shape():
+  from shardline.launch import gin_config  # pylint: disable=g-import-not-at-top
+  gin_config.parse(["models/mgdt/200m.gin"])
+  agent = DecisionTransformerAgent()
+  shapes = nn.unbox(jax.eval_shape(agent.init, jax.random.PRNGKey(0), agent.batch_spec(1)))
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+  assert abs(count / 200e6 - 1) < 0.03, count
