@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-t
 import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from shardline.models.mgdt import tokens  # noqa: E402
+from shardline.partitioning import context  # noqa: E402
 from shardline.tasks.atari import environment, task  # noqa: E402
 
 # Published per-game scores of a uniformly random policy and of a human tester (Mnih et al., 2015; the
@@ -88,7 +89,16 @@ def play_atari(agent, params, output_dir: str, games: Sequence[str] = gin.REQUIR
                compare_kappa_zero: bool = True) -> Dict[str, Any]:
   """Plays `episodes` episodes of each game; prints and returns the score table, writes JSON and the PNG."""
   behaviour = task.behaviour_stats(data_dir)
+  # One decision at a time is a tiny computation: run it on one device, outside the training mesh.
+  params = jax.device_put(jax.device_get(params), jax.devices()[0])
   decide = jax.jit(agent.decide)
+  with context.use_partitioner(None):
+    return _play_all(agent, params, decide, output_dir, games, episodes, max_steps, behaviour, seed,
+                     compare_kappa_zero)
+
+
+def _play_all(agent, params, decide, output_dir, games, episodes, max_steps, behaviour, seed,
+              compare_kappa_zero) -> Dict[str, Any]:
   kappas = [agent.kappa] + ([0.0] if compare_kappa_zero and agent.kappa != 0 else [])
   results, captures = {}, {}
   for game in games:

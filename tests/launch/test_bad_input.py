@@ -39,6 +39,13 @@ def _cases(tmp):
                                  ["learning_rate = -0.1 is out of range", "> 0.0"]),
       "unknown rule set": (["train", EXPERIMENT, run, "--gin.partitioning.rule_set.name='fsdp-tensor'"],
                            ["Unknown partitioning rule set 'fsdp-tensor'", "fsdp_tensor"]),
+      "zero expert capacity": (["train", "--gin_file=experiments/limoe_tiny_digits_cpu8.gin", run,
+                                "--gin.limoe.LIMoEConfig.capacity_factor=0.0"],
+                               ["capacity_factor=0.0 must be > 0", "limoe.LIMoEConfig"]),
+      "missing precipitation store": (["train", "--gin_file=experiments/metnet2_tiny_sim_cpu8.gin",
+                                       "--gin_file=tasks/precipitation_zarr.gin", run,
+                                       f"--gin.tasks.precipitation_zarr.path='{tmp}/no_store'"],
+                                      ["Precipitation store", "does not exist"]),
   }
 
 
