@@ -235,8 +235,9 @@ def _check(x, w, mesh, axis, gathered):
 # Fused projections for models: logical layouts in, the current partitioner decides the mesh axes.
 # --------------------------------------------------------------------------------------------------------
 
-def _ring() -> Tuple[Mesh, str, Tuple[str, ...]]:
-  """(mesh, ring axis, batch axes) from the current partitioner, or None when there is no ring."""
+def _ring(batch: int) -> Tuple[Mesh, str, Tuple[str, ...]]:
+  """(mesh, ring axis, batch axes) from the current partitioner, or None when there is no ring, or when
+  `batch` does not split over the batch axes (initialisation traces the model with a batch of one)."""
   partitioner = context.current()
   if partitioner is None:
     return None
@@ -248,7 +249,10 @@ def _ring() -> Tuple[Mesh, str, Tuple[str, ...]]:
   (axes,) = ring
   if not axes or partitioner.mesh.shape[axes[0]] == 1:
     return None
-  return partitioner.mesh, axes[0], partitioner.mesh_axes_of("batch")
+  batch_axes = partitioner.mesh_axes_of("batch")
+  if batch % int(np.prod([partitioner.mesh.shape[a] for a in batch_axes])):
+    return None
+  return partitioner.mesh, axes[0], batch_axes
 
 
 def _local_columns(weights: Sequence[jax.Array], mesh: Mesh, axis: str) -> jax.Array:
@@ -272,9 +276,9 @@ def fused_all_gather_matmul(x: jax.Array, weights: Sequence[jax.Array], bidirect
 
   x is [batch, length, embed] (length split over the ring between blocks); each weight is [embed, d1, ...]
   with d1 (heads or mlp) split over the ring. Returns [batch, length, d1, ...] per weight, split on d1.
-  Without a ring (one device, no tensor axis) these are plain einsums.
+  Without a ring (one device, no tensor axis, or a batch that does not split) these are plain einsums.
   """
-  ring = _ring()
+  ring = _ring(x.shape[0])
   if ring is None:
     return [jnp.einsum("ble,e...->bl...", x, w) for w in weights]
   mesh, axis, batch_axes = ring
@@ -303,7 +307,7 @@ def fused_matmul_reduce_scatter(inputs: Sequence[jax.Array], weights: Sequence[j
   Each input is [batch, length, d1, ...] with d1 split over the ring and full length; each weight is
   [d1, ..., embed]. Returns [batch, length, embed] with length split over the ring.
   """
-  ring = _ring()
+  ring = _ring(inputs[0].shape[0])
   if ring is None:
     return sum(jnp.einsum("bl...,...e->ble", x, w) for x, w in zip(inputs, weights))
   mesh, axis, batch_axes = ring

@@ -11,7 +11,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.partitioning import async_linear, hlo_overlap, rules
-from shardline.partitioning.context import Partitioner
+from shardline.partitioning.context import Partitioner, use_partitioner
 from shardline.tasks import digits
 from shardline.training import step as step_lib
 from shardline.training import train_state
@@ -129,3 +129,14 @@ def test_tpu_schedule_overlaps_every_transfer_with_matmuls(bidirectional, capsys
             f"collective-permute start/done = {counts}")
     assert len(counts) == (3 if not bidirectional else 6), counts
     assert min(counts) >= 1, counts
+
+
+def test_a_batch_that_does_not_split_falls_back_to_plain_matmuls():
+  """Initialisation traces the model with a batch of one, which cannot split over fsdp=4."""
+  partitioner = Partitioner(helpers.mesh(fsdp=4, tensor=2), rules.FSDP_TENSOR)
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 16, 64))
+  w = jax.random.normal(jax.random.PRNGKey(1), (64, 8, 8))
+  with use_partitioner(partitioner):
+    (y,) = async_linear.fused_all_gather_matmul(x, [w])
+  # [b, l, e] x [e, h, d] -> [b, l, h, d]
+  np.testing.assert_allclose(y, jnp.einsum("ble,ehd->blhd", x, w), rtol=1e-5, atol=1e-5)
