@@ -31,14 +31,18 @@ def check_prepared(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def to_image(image: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
+  """A decoded TFDS image -> float32 in [0, 1], `channels` channels, image_size x image_size."""
+  image = tf.image.convert_image_dtype(image, tf.float32)
+  if image.shape[-1] != channels:
+    image = tf.image.rgb_to_grayscale(image) if channels == 1 else tf.image.grayscale_to_rgb(image)
+  return tf.image.resize(image, (image_size, image_size), antialias=True)
+
+
 def _preprocess(image_key: str, label_key: str, image_size: int, channels: int):
   def fn(dataset: tf.data.Dataset) -> tf.data.Dataset:
     def one(ex):
-      image = tf.image.convert_image_dtype(ex[image_key], tf.float32)
-      if image.shape[-1] != channels:
-        image = tf.image.rgb_to_grayscale(image) if channels == 1 else tf.image.grayscale_to_rgb(image)
-      image = tf.image.resize(image, (image_size, image_size), antialias=True)
-      return {"image": image, "label": tf.cast(ex[label_key], tf.int32)}
+      return {"image": to_image(ex[image_key], image_size, channels), "label": tf.cast(ex[label_key], tf.int32)}
     return dataset.map(one, num_parallel_calls=tf.data.AUTOTUNE)
   return fn
 

@@ -10,7 +10,7 @@ import seqio
 import tensorflow as tf
 
 from shardline.tasks import captions
-from shardline.tasks.tfds_image import check_prepared
+from shardline.tasks.tfds_image import check_prepared, to_image
 
 
 def _feature(example, path: str):
@@ -23,14 +23,11 @@ def _preprocess(image_key: str, caption_key: str, label_key: str, image_size: in
                 text_length: int):
   def fn(dataset: tf.data.Dataset) -> tf.data.Dataset:
     def one(ex):
-      image = tf.image.convert_image_dtype(_feature(ex, image_key), tf.float32)
-      if image.shape[-1] != channels:
-        image = tf.image.rgb_to_grayscale(image) if channels == 1 else tf.image.grayscale_to_rgb(image)
       caption = _feature(ex, caption_key)
       if caption.shape.rank:  # several captions per image: take the first
         caption = caption[0]
       label = tf.cast(_feature(ex, label_key), tf.int32) if label_key else tf.constant(-1, tf.int32)
-      return {"image": tf.image.resize(image, (image_size, image_size), antialias=True),
+      return {"image": to_image(_feature(ex, image_key), image_size, channels),
               "text": captions.tokenize_caption(caption, text_length), "label": label}
     return dataset.map(one, num_parallel_calls=tf.data.AUTOTUNE)
   return fn

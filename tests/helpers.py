@@ -1,7 +1,9 @@
 """Shared test helpers: tolerances, tiny configs, meshes, and running the CLI in a subprocess."""
+import dataclasses
 import os
 import subprocess
 import sys
+from typing import Any, Callable, Dict
 
 import jax
 import numpy as np
@@ -38,6 +40,28 @@ def mesh(data=1, fsdp=1, tensor=1, expert=1, devices=None) -> Mesh:
   shape = (data, fsdp, tensor, expert)
   devices = np.asarray(devices if devices is not None else jax.devices()[:int(np.prod(shape))])
   return Mesh(devices.reshape(shape), axes.MESH_AXES, axis_types=(AxisType.Auto,) * 4)
+
+
+@dataclasses.dataclass
+class ShardedTraining:
+  """A model's initial state, shardings and jitted train step on one partitioner (for parity tests)."""
+  state: Any
+  sharding: Any
+  batch_sharding: Dict[str, Any]
+  train: Callable
+
+
+def sharded_training(model, partitioner, tx, batch_size: int, learning_rate: float) -> ShardedTraining:
+  """Initialises `model` for `tx` on `partitioner` and jits its train step at a constant learning rate."""
+  from shardline.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  from shardline.training import train_state  # pylint: disable=g-import-not-at-top
+  spec = model.batch_spec(batch_size)
+  _, sharding, _ = train_state.abstract_state(model, tx, spec, partitioner)
+  batch_sharding = {k: partitioner.sharding(model.batch_axes()[k]) for k in spec}
+  state = train_state.init_state(model, tx, spec, partitioner, sharding)
+  train = step_lib.jit_train_step(step_lib.train_step_fn(model, tx, lambda s: learning_rate), partitioner, sharding,
+                                  batch_sharding)
+  return ShardedTraining(state, sharding, batch_sharding, train)
 
 
 def shardline_command(*args: str):

@@ -20,8 +20,6 @@ from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
 from shardline.partitioning.errors import UserError
 from shardline.tasks import digits, digits_captions
-from shardline.training import step as step_lib
-from shardline.training import train_state
 from tests import helpers
 
 
@@ -162,15 +160,11 @@ def _train(data: int, expert: int, dispatch: str = "einsum", aux: bool = True, s
                                                   importance=0.005 * aux, load=0.005 * aux))
   partitioner = Partitioner(helpers.mesh(data=data, expert=expert), rules.rule_set("expert"))
   tx = optax.adam(1e-3)
-  spec = model.batch_spec(BATCH)
-  _, sharding, _ = train_state.abstract_state(model, tx, spec, partitioner)
-  batch_sharding = {k: partitioner.sharding(model.batch_axes()[k]) for k in spec}
-  state = train_state.init_state(model, tx, spec, partitioner, sharding)
-  train = step_lib.jit_train_step(step_lib.train_step_fn(model, tx, lambda s: 1e-3), partitioner, sharding,
-                                  batch_sharding)
+  setup = helpers.sharded_training(model, partitioner, tx, BATCH, 1e-3)
+  state = setup.state
   history = []
   for batch in _batches(steps):
-    state, metrics = train(state, jax.device_put(batch, batch_sharding))
+    state, metrics = setup.train(state, jax.device_put(batch, setup.batch_sharding))
     history.append({k: float(v[0]) / max(float(v[1]), 1e-9) if k != "loss" else float(v[0])
                     for k, v in jax.device_get(metrics).items()})
   return history

@@ -15,7 +15,6 @@ from shardline.partitioning.context import Partitioner
 from shardline.partitioning.errors import UserError
 from shardline.tasks.precipitation import simulator
 from shardline.training import step as step_lib
-from shardline.training import train_state
 from tests import helpers
 
 
@@ -100,10 +99,8 @@ def _forward_and_grads(data, fsdp, tensor):
   model = PrecipitationForecaster(cfg)
   partitioner = Partitioner(helpers.mesh(data=data, fsdp=fsdp, tensor=tensor), rules.rule_set("spatial"))
   tx = optax.adam(1e-3)
-  spec = model.batch_spec(BATCH)
-  _, sharding, _ = train_state.abstract_state(model, tx, spec, partitioner)
-  batch_sharding = {k: partitioner.sharding(model.batch_axes()[k]) for k in spec}
-  state = train_state.init_state(model, tx, spec, partitioner, sharding)
+  setup = helpers.sharded_training(model, partitioner, tx, BATCH, 1e-3)
+  state, sharding, batch_sharding = setup.state, setup.sharding, setup.batch_sharding
   batch = jax.device_put(_batch(cfg), batch_sharding)
   rng = jax.random.PRNGKey(3)
   fn = step_lib.PartitionedFunction(
@@ -130,16 +127,12 @@ def test_training_steps_reduce_the_loss():
   model = PrecipitationForecaster(cfg)
   partitioner = Partitioner(helpers.mesh(data=2, fsdp=2, tensor=2), rules.rule_set("spatial"))
   tx = optax.adam(3e-3)
-  spec = model.batch_spec(BATCH)
-  _, sharding, _ = train_state.abstract_state(model, tx, spec, partitioner)
-  batch_sharding = {k: partitioner.sharding(model.batch_axes()[k]) for k in spec}
-  state = train_state.init_state(model, tx, spec, partitioner, sharding)
-  train = step_lib.jit_train_step(step_lib.train_step_fn(model, tx, lambda s: 3e-3), partitioner, sharding,
-                                  batch_sharding)
-  batch = jax.device_put(_batch(cfg), batch_sharding)
+  setup = helpers.sharded_training(model, partitioner, tx, BATCH, 3e-3)
+  state = setup.state
+  batch = jax.device_put(_batch(cfg), setup.batch_sharding)
   losses = []
   for _ in range(5):
-    state, metrics = train(state, batch)
+    state, metrics = setup.train(state, batch)
     losses.append(float(metrics["loss"][0]))
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
   eval_metrics = jax.jit(model.eval_metrics)(state.params, batch)

@@ -12,8 +12,6 @@ from shardline.models.mgdt.agent import DecisionTransformerAgent
 from shardline.models.mgdt.config import MGDTConfig
 from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
-from shardline.training import step as step_lib
-from shardline.training import train_state
 from tests import helpers
 
 TINY = dict(width=32, depth=2, num_heads=2, mlp_dim=64)
@@ -86,21 +84,17 @@ def test_a_few_training_steps():
   agent = DecisionTransformerAgent(MGDTConfig(**TINY))
   partitioner = Partitioner(helpers.mesh(data=8), rules.rule_set("data"))
   tx = optax.adam(3e-3)
-  spec = agent.batch_spec(8)
-  _, sharding, _ = train_state.abstract_state(agent, tx, spec, partitioner)
-  batch_sharding = {k: partitioner.sharding(agent.batch_axes()[k]) for k in spec}
-  state = train_state.init_state(agent, tx, spec, partitioner, sharding)
+  setup = helpers.sharded_training(agent, partitioner, tx, 8, 3e-3)
+  state = setup.state
   rng = np.random.default_rng(0)
   batch = {"observations": rng.integers(0, 255, (8, 4, 84, 84)).astype(np.uint8),
            "returns_to_go": rng.integers(-3, 10, (8, 4)).astype(np.float32),
            "actions": rng.integers(0, 18, (8, 4)).astype(np.int32),
            "rewards": rng.integers(-1, 2, (8, 4)).astype(np.int32)}
-  train = step_lib.jit_train_step(step_lib.train_step_fn(agent, tx, lambda s: 3e-3), partitioner, sharding,
-                                  batch_sharding)
-  batch = jax.device_put(batch, batch_sharding)
+  batch = jax.device_put(batch, setup.batch_sharding)
   losses = []
   for _ in range(4):
-    state, metrics = train(state, batch)
+    state, metrics = setup.train(state, batch)
     losses.append(float(metrics["loss"][0]))
   assert losses[-1] < losses[0] and np.isclose(losses[0], np.log(120) + np.log(18) + np.log(3), rtol=1e-3)
 

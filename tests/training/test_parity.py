@@ -11,7 +11,6 @@ from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
 from shardline.tasks import digits
 from shardline.training import step as step_lib
-from shardline.training import train_state
 from tests import helpers
 
 BATCH = 16
@@ -30,18 +29,14 @@ def _run(fsdp: int, tensor: int, dtype: str):
   model = ImageClassifier(helpers.tiny_vit(dtype=dtype))
   partitioner = Partitioner(helpers.mesh(fsdp=fsdp, tensor=tensor), rules.FSDP_TENSOR)
   tx = optax.adamw(1e-3)
-  spec = model.batch_spec(BATCH)
-  _, sharding, _ = train_state.abstract_state(model, tx, spec, partitioner)
-  batch_sharding = {k: partitioner.sharding(model.batch_axes()[k]) for k in spec}
-  state = train_state.init_state(model, tx, spec, partitioner, sharding)
+  setup = helpers.sharded_training(model, partitioner, tx, BATCH, 1e-3)
+  state, sharding, batch_sharding, train = setup.state, setup.sharding, setup.batch_sharding, setup.train
   batches = [jax.device_put(b, batch_sharding) for b in _batches()]
 
   grad_fn = step_lib.PartitionedFunction(
       jax.grad(lambda p, b: model.loss_and_metrics(p, b, None)[0]), partitioner,
       in_shardings=(sharding.params, batch_sharding), out_shardings=sharding.params)
   grads = jax.device_get(grad_fn(state.params, batches[0]))
-  train = step_lib.jit_train_step(step_lib.train_step_fn(model, tx, lambda s: 1e-3), partitioner, sharding,
-                                  batch_sharding)
   losses = []
   for batch in batches:
     state, metrics = train(state, batch)
