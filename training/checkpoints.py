@@ -13,6 +13,8 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from absl import flags
+from orbax.checkpoint._src.multihost import multihost as ocp_multihost
 
 from shardline.partitioning.errors import UserError, stderr_silenced
 
@@ -35,6 +37,18 @@ def fingerprint_diff(saved: Dict[str, Any], current: Dict[str, Any]) -> Dict[str
   return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def _use_coordination_service_barriers() -> None:
+  """Makes orbax synchronise processes through the JAX coordination service rather than device all-gathers.
+
+  Orbax's default barrier is a tiny all-gather over every device. On multi-process CPU runs gloo pairs
+  collectives by the order in which each process issues them, so such a barrier issued while a peer is inside
+  a train step's all-gather aborts both ("2048 vs 32" size mismatch). The coordination service's barriers are
+  named, so they cannot be confused with the model's collectives on any backend.
+  """
+  name = ocp_multihost.EXPERIMENTAL_ORBAX_USE_DISTRIBUTED_BARRIER.name
+  flags.FLAGS(["shardline", f"--{name}=true"], known_only=True)
+
+
 @jax.jit
 def _all_finite(tree: Any) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
@@ -48,6 +62,8 @@ class Checkpointer:
     if keep < 1:
       raise UserError(f"keep_checkpoints = {keep}; keep at least 1 checkpoint.")
     self.directory = os.path.abspath(os.path.join(model_dir, "checkpoints"))
+    if jax.process_count() > 1:
+      _use_coordination_service_barriers()
     self.save_every = save_every
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
