@@ -24,7 +24,8 @@ IMPLEMENTATIONS = ("auto", "xla", "pallas", "cudnn")
 
 
 def validate(q: jax.Array, k: jax.Array, v: jax.Array, mask_kind: str, block_size: Optional[int],
-             q_segment_ids: Optional[jax.Array], kv_segment_ids: Optional[jax.Array]) -> None:
+             q_segment_ids: Optional[jax.Array], kv_segment_ids: Optional[jax.Array],
+             block_prefix: Optional[int] = None) -> None:
   """Raises ValueError with a clear message when shapes, dtypes or mask arguments do not fit together."""
   if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
     raise ValueError(f"attention expects q, k, v of rank 4 [batch, length, heads, head_dim]; got "
@@ -41,6 +42,9 @@ def validate(q: jax.Array, k: jax.Array, v: jax.Array, mask_kind: str, block_siz
     raise ValueError(f"Unknown mask kind {mask_kind!r}; expected one of {reference.MASK_KINDS}.")
   if mask_kind == "block_causal" and not block_size:
     raise ValueError("mask_kind='block_causal' needs block_size, the tokens per block.")
+  if block_prefix is not None and (mask_kind != "block_causal" or not 0 <= block_prefix <= block_size):
+    raise ValueError(f"block_prefix={block_prefix} needs mask_kind='block_causal' and 0 <= block_prefix <= "
+                     f"block_size ({block_size}); got mask_kind={mask_kind!r}.")
   if (q_segment_ids is None) != (kv_segment_ids is None):
     raise ValueError("Pass both q_segment_ids and kv_segment_ids, or neither.")
   if q_segment_ids is not None and (q_segment_ids.shape != q.shape[:2] or kv_segment_ids.shape != k.shape[:2]):
@@ -73,6 +77,7 @@ class _Static:
   kv_len: int
   mask_kind: str
   block_size: Optional[int]
+  block_prefix: Optional[int]
   interpret: Any
 
 
@@ -85,7 +90,8 @@ _from_kernel = _to_kernel  # the same transpose undoes itself
 
 def _kernel_args(static):
   return dict(scale=static.scale, block_q=static.block_q, block_k=static.block_k, kv_len=static.kv_len,
-              mask_kind=static.mask_kind, block_size=static.block_size, interpret=static.interpret)
+              mask_kind=static.mask_kind, block_size=static.block_size, block_prefix=static.block_prefix,
+              interpret=static.interpret)
 
 
 def _module(static):
@@ -121,7 +127,7 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 def flash_attention(q, k, v, *, mask_kind="none", block_size=None, q_segment_ids=None, kv_segment_ids=None,
                     backend: Optional[str] = None, block_q: Optional[int] = None, block_k: Optional[int] = None,
-                    interpret=None) -> jax.Array:
+                    interpret=None, block_prefix: Optional[int] = None) -> jax.Array:
   """The Pallas flash attention for any lengths; q, k, v [batch, length, heads, head_dim].
 
   Args:
@@ -142,16 +148,22 @@ def flash_attention(q, k, v, *, mask_kind="none", block_size=None, q_segment_ids
   if q_segment_ids is not None:
     q_segment_ids = jnp.pad(q_segment_ids.astype(jnp.int32), [(0, 0), (0, q_pad)], constant_values=-1)
     kv_segment_ids = jnp.pad(kv_segment_ids.astype(jnp.int32), [(0, 0), (0, kv_pad)], constant_values=-2)
-  static = _Static(backend, q.shape[-1] ** -0.5, block_q, block_k, kv_len, mask_kind, block_size, interpret)
+  static = _Static(backend, q.shape[-1] ** -0.5, block_q, block_k, kv_len, mask_kind, block_size, block_prefix,
+                   interpret)
   out = _flash(static, pad(q, q_pad), pad(k, kv_pad), pad(v, kv_pad), q_segment_ids, kv_segment_ids)
   return out[:, :q_len]
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mask_kind: str = "none",
               block_size: Optional[int] = None, q_segment_ids: Optional[jax.Array] = None,
-              kv_segment_ids: Optional[jax.Array] = None, implementation: str = "auto") -> jax.Array:
-  """Multi-head attention; q, k, v are [batch, length, heads, head_dim]. Returns q's shape."""
-  validate(q, k, v, mask_kind, block_size, q_segment_ids, kv_segment_ids)
+              kv_segment_ids: Optional[jax.Array] = None, implementation: str = "auto",
+              block_prefix: Optional[int] = None) -> jax.Array:
+  """Multi-head attention; q, k, v are [batch, length, heads, head_dim]. Returns q's shape.
+
+  block_prefix (block_causal only): within a block, every token sees the block's first `block_prefix` tokens
+  and the tokens up to itself (MGDT: the frame's patches, then causal return, action and reward tokens).
+  """
+  validate(q, k, v, mask_kind, block_size, q_segment_ids, kv_segment_ids, block_prefix)
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"Unknown attention implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
   platform = jax.default_backend()
@@ -160,11 +172,12 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mask_kind: str = "non
     implementation = {"tpu": "pallas", "cpu": "xla"}.get(platform, "cudnn" if cudnn_ok else "pallas")
   if implementation == "xla":
     return reference.attention(q, k, v, mask_kind=mask_kind, block_size=block_size,
-                               q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids)
+                               q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+                               block_prefix=block_prefix)
   if implementation == "cudnn":
     if not cudnn_ok:
       raise ValueError("cudnn attention supports no mask or a causal mask, without segment ids; use "
                        "implementation='pallas' or 'xla' for block-causal or segmented attention.")
     return jax.nn.dot_product_attention(q, k, v, is_causal=mask_kind == "causal", implementation="cudnn")
   return flash_attention(q, k, v, mask_kind=mask_kind, block_size=block_size, q_segment_ids=q_segment_ids,
-                         kv_segment_ids=kv_segment_ids)
+                         kv_segment_ids=kv_segment_ids, block_prefix=block_prefix)

@@ -30,7 +30,7 @@ def _dot(a, b, trans_b=False):
 
 
 def _forward_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, o_ref, lse_ref, *, scale, block_q, block_k, kv_len,
-                    mask_kind, block_size):
+                    mask_kind, block_size, block_prefix):
   i = pl.program_id(2)
   q = q_ref[...]
   q_seg = qs_ref[...][:, None] if qs_ref is not None else None
@@ -44,8 +44,8 @@ def _forward_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, o_ref, lse_ref, *, scal
     v = v_ref[pl.ds(start, block_k), :]
     s = _dot(q, k, trans_b=True) * scale
     kv_seg = ks_ref[pl.ds(start, block_k)][None, :] if ks_ref is not None else None
-    s = masking.apply(s, i * block_q, start, mask_kind=mask_kind, block_size=block_size, kv_len=kv_len,
-                      q_segments=q_seg, kv_segments=kv_seg)
+    s = masking.apply(s, i * block_q, start, mask_kind=mask_kind, block_size=block_size,
+                      block_prefix=block_prefix, kv_len=kv_len, q_segments=q_seg, kv_segments=kv_seg)
     m_new = jnp.maximum(m, s.max(axis=1))
     p = jnp.exp(s - m_new[:, None])
     alpha = jnp.exp(m - m_new)
@@ -57,14 +57,16 @@ def _forward_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, o_ref, lse_ref, *, scal
   lse_ref[...] = m + jnp.log(l)
 
 
-def _probabilities(q, k, lse, q_start, kv_start, q_seg, kv_seg, *, scale, mask_kind, block_size, kv_len):
+def _probabilities(q, k, lse, q_start, kv_start, q_seg, kv_seg, *, scale, mask_kind, block_size, block_prefix,
+                   kv_len):
   s = masking.apply(_dot(q, k, trans_b=True) * scale, q_start, kv_start, mask_kind=mask_kind,
-                    block_size=block_size, kv_len=kv_len, q_segments=q_seg, kv_segments=kv_seg)
+                    block_size=block_size, block_prefix=block_prefix, kv_len=kv_len, q_segments=q_seg,
+                    kv_segments=kv_seg)
   return jnp.exp(s - lse[:, None])
 
 
 def _dq_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, delta_ref, dq_ref, *, scale, block_q,
-               block_k, kv_len, mask_kind, block_size):
+               block_k, kv_len, mask_kind, block_size, block_prefix):
   i = pl.program_id(2)
   q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
   q_seg = qs_ref[...][:, None] if qs_ref is not None else None
@@ -76,7 +78,7 @@ def _dq_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, delta_ref, 
     v = v_ref[pl.ds(start, block_k), :]
     kv_seg = ks_ref[pl.ds(start, block_k)][None, :] if ks_ref is not None else None
     p = _probabilities(q, k, lse, i * block_q, start, q_seg, kv_seg, scale=scale, mask_kind=mask_kind,
-                       block_size=block_size, kv_len=kv_len)
+                       block_size=block_size, block_prefix=block_prefix, kv_len=kv_len)
     ds = p * (_dot(do, v, trans_b=True) - delta[:, None])
     return dq + _dot(ds.astype(k.dtype), k)
 
@@ -85,7 +87,7 @@ def _dq_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, delta_ref, 
 
 
 def _dkv_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, scale,
-                block_q, block_k, kv_len, mask_kind, block_size):
+                block_q, block_k, kv_len, mask_kind, block_size, block_prefix):
   j = pl.program_id(2)
   k, v = k_ref[...], v_ref[...]
   kv_seg = ks_ref[...][None, :] if ks_ref is not None else None
@@ -100,7 +102,7 @@ def _dkv_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, delta_ref,
     delta = delta_ref[pl.ds(start, block_q)]
     q_seg = qs_ref[pl.ds(start, block_q)][:, None] if qs_ref is not None else None
     p = _probabilities(q, k, lse, start, j * block_k, q_seg, kv_seg, scale=scale, mask_kind=mask_kind,
-                       block_size=block_size, kv_len=kv_len)
+                       block_size=block_size, block_prefix=block_prefix, kv_len=kv_len)
     # Padded query rows need no mask here: their output cotangent do is zero, so dv and ds get nothing.
     dv = dv + _dot(p.T.astype(do.dtype), do)
     ds = p * (_dot(do, v, trans_b=True) - delta[:, None])
@@ -125,9 +127,9 @@ def _call(kernel, grid, in_specs, out_specs, out_shape, interpret, num_warps, nu
                         interpret=interpret, cost_estimate=cost)
 
 
-def _cost(q, k, kv_len, mask_kind, block_size, matmuls, tensors):
+def _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls, tensors):
   b, lq, h, d = q.shape
-  fraction = masking.visible_fraction(mask_kind, block_size, lq, kv_len) * kv_len / k.shape[1]
+  fraction = masking.visible_fraction(mask_kind, block_size, lq, kv_len, block_prefix) * kv_len / k.shape[1]
   return masking.cost(b, h, lq, k.shape[1], d, q.dtype.itemsize, fraction, matmuls, tensors)
 
 
@@ -142,25 +144,25 @@ def _segment_specs(has_segments, block_q, q_pad, block_k, kv_pad, kv_major):
 
 
 def forward(q, k, v, q_seg: Optional[jax.Array], kv_seg: Optional[jax.Array], *, scale, block_q, block_k,
-            kv_len, mask_kind, block_size, interpret=False, num_warps=4, num_stages=2):
+            kv_len, mask_kind, block_size, block_prefix=None, interpret=False, num_warps=4, num_stages=2):
   """o [b, lq, h, d] and lse [b, h, lq] (float32)."""
   b, lq, h, d = q.shape
   lk = k.shape[1]
   q_tile, _ = _specs(b, h, block_q, lq, d)
   _, kv_whole = _specs(b, h, block_k, lk, d)
   kernel = functools.partial(_forward_kernel, scale=scale, block_q=block_q, block_k=block_k, kv_len=kv_len,
-                             mask_kind=mask_kind, block_size=block_size)
+                             mask_kind=mask_kind, block_size=block_size, block_prefix=block_prefix)
   has_segments = q_seg is not None
   seg_specs = _segment_specs(has_segments, block_q, lq, block_k, lk, kv_major=False)
   return _call(kernel, (b, h, lq // block_q), [q_tile, kv_whole, kv_whole, *seg_specs],
                [q_tile, pl.BlockSpec((None, None, block_q), lambda b, h, i: (b, h, i))],
                [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, h, lq), F32)],
                interpret, num_warps, num_stages,
-               _cost(q, k, kv_len, mask_kind, block_size, matmuls=2, tensors=4))(q, k, v, q_seg, kv_seg)
+               _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls=2, tensors=4))(q, k, v, q_seg, kv_seg)
 
 
 def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_len, mask_kind, block_size,
-             interpret=False, num_warps=4, num_stages=2):
+             block_prefix=None, interpret=False, num_warps=4, num_stages=2):
   """dq, dk, dv from separate dq and dk/dv kernels."""
   b, lq, h, d = q.shape
   lk = k.shape[1]
@@ -170,14 +172,14 @@ def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_
   stat_tile = pl.BlockSpec((None, None, block_q), lambda b, h, i: (b, h, i))
   stat_whole = pl.BlockSpec((None, None, lq), lambda b, h, i: (b, h, 0))
   statics = dict(scale=scale, block_q=block_q, block_k=block_k, kv_len=kv_len, mask_kind=mask_kind,
-                 block_size=block_size)
+                 block_size=block_size, block_prefix=block_prefix)
   has_segments = q_seg is not None
   dq = _call(functools.partial(_dq_kernel, **statics), (b, h, lq // block_q),
              [q_tile, kv_whole, kv_whole,
               *_segment_specs(has_segments, block_q, lq, block_k, lk, kv_major=False),
               q_tile, stat_tile, stat_tile],
              q_tile, jax.ShapeDtypeStruct(q.shape, q.dtype), interpret, num_warps, num_stages,
-             _cost(q, k, kv_len, mask_kind, block_size, matmuls=3, tensors=5))(
+             _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls=3, tensors=5))(
                  q, k, v, q_seg, kv_seg, do, lse, delta)
   dk, dv = _call(functools.partial(_dkv_kernel, **statics), (b, h, lk // block_k),
                  [q_whole, kv_tile, kv_tile,
@@ -185,6 +187,6 @@ def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_
                   q_whole, stat_whole, stat_whole],
                  [kv_tile, kv_tile], [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
                  interpret, num_warps, num_stages,
-                 _cost(q, k, kv_len, mask_kind, block_size, matmuls=4, tensors=6))(
+                 _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls=4, tensors=6))(
                      q, k, v, q_seg, kv_seg, do, lse, delta)
   return dq, dk, dv

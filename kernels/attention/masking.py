@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from shardline.kernels.attention import reference
 from shardline.kernels.attention.reference import MASK_VALUE
 
 PAD_VALUE = -jnp.inf
@@ -38,7 +39,8 @@ def first_visible_q(mask_kind: str, block_size: Optional[int], kv_start):
 
 
 def apply(logits: jax.Array, q_start, kv_start, *, mask_kind: str, block_size: Optional[int], kv_len: int,
-          q_segments: Optional[jax.Array] = None, kv_segments: Optional[jax.Array] = None) -> jax.Array:
+          block_prefix: Optional[int] = None, q_segments: Optional[jax.Array] = None,
+          kv_segments: Optional[jax.Array] = None) -> jax.Array:
   """Masks a [block_q, block_k] tile of logits whose rows start at q_start and columns at kv_start.
 
   q_segments [block_q, 1] and kv_segments [1, block_k] are the tile's segment ids, if any.
@@ -50,7 +52,7 @@ def apply(logits: jax.Array, q_start, kv_start, *, mask_kind: str, block_size: O
   if mask_kind == "causal":
     keep = q_pos >= kv_pos
   elif mask_kind == "block_causal":
-    keep = (q_pos // block_size) >= (kv_pos // block_size)
+    keep = reference.block_causal_keep(q_pos, kv_pos, block_size, block_prefix)
   if q_segments is not None:
     same = q_segments == kv_segments
     keep = same if keep is None else jnp.logical_and(keep, same)
@@ -59,14 +61,15 @@ def apply(logits: jax.Array, q_start, kv_start, *, mask_kind: str, block_size: O
   return jnp.where(kv_pos < kv_len, logits, PAD_VALUE)
 
 
-def visible_fraction(mask_kind: str, block_size: Optional[int], q_len: int, kv_len: int) -> float:
+def visible_fraction(mask_kind: str, block_size: Optional[int], q_len: int, kv_len: int,
+                     block_prefix: Optional[int] = None) -> float:
   """The share of (query, key) pairs the mask keeps: the work a kernel that skips hidden blocks does."""
   q = np.arange(q_len)[:, None]
   k = np.arange(kv_len)[None, :]
   if mask_kind == "causal":
     return float(np.mean(q >= k))
   if mask_kind == "block_causal":
-    return float(np.mean(q // block_size >= k // block_size))
+    return float(np.mean(reference.block_causal_keep(q, k, block_size, block_prefix)))
   return 1.0
 
 

@@ -41,7 +41,7 @@ def _segments(qs_ref, ks_ref):
 
 
 def _forward_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, o_ref, lse_ref, m_sc, l_sc, acc_sc, *, scale,
-                    block_q, block_k, kv_len, mask_kind, block_size):
+                    block_q, block_k, kv_len, mask_kind, block_size, block_prefix):
   i, j = pl.program_id(2), pl.program_id(3)
 
   @pl.when(j == 0)
@@ -54,8 +54,8 @@ def _forward_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, o_ref, lse_ref, m_sc, l
   def _():
     q_seg, kv_seg = _segments(qs_ref, ks_ref)
     s = _dot(q_ref[...], k_ref[...], _NT) * scale
-    s = masking.apply(s, i * block_q, j * block_k, mask_kind=mask_kind, block_size=block_size, kv_len=kv_len,
-                      q_segments=q_seg, kv_segments=kv_seg)
+    s = masking.apply(s, i * block_q, j * block_k, mask_kind=mask_kind, block_size=block_size,
+                      block_prefix=block_prefix, kv_len=kv_len, q_segments=q_seg, kv_segments=kv_seg)
     m_prev = m_sc[...]
     m_next = jnp.maximum(m_prev, s.max(axis=1, keepdims=True))
     p = jnp.exp(s - m_next[:, :1])
@@ -74,8 +74,8 @@ def _forward_kernel(q_ref, k_ref, v_ref, qs_ref, ks_ref, o_ref, lse_ref, m_sc, l
 def _probabilities_and_ds(q, k, v, do, lse, delta, q_start, kv_start, q_seg, kv_seg, statics):
   scale = statics["scale"]
   s = masking.apply(_dot(q, k, _NT) * scale, q_start, kv_start, mask_kind=statics["mask_kind"],
-                    block_size=statics["block_size"], kv_len=statics["kv_len"], q_segments=q_seg,
-                    kv_segments=kv_seg)
+                    block_size=statics["block_size"], block_prefix=statics["block_prefix"],
+                    kv_len=statics["kv_len"], q_segments=q_seg, kv_segments=kv_seg)
   p = jnp.exp(s - lse[:, :1])
   ds = p * (_dot(do, v, _NT) - delta[:, :1])
   return p, ds
@@ -145,8 +145,8 @@ def _first_q_block(j, statics):
 
 def _params(interpret, q, k, statics, matmuls, tensors):
   b, h, lq, d = q.shape
-  fraction = masking.visible_fraction(statics["mask_kind"], statics["block_size"], lq, statics["kv_len"]) * (
-      statics["kv_len"] / k.shape[2])
+  fraction = masking.visible_fraction(statics["mask_kind"], statics["block_size"], lq, statics["kv_len"],
+                                              statics["block_prefix"]) * (statics["kv_len"] / k.shape[2])
   return dict(compiler_params=pltpu.CompilerParams(
       dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")), interpret=interpret,
       cost_estimate=masking.cost(b, h, lq, k.shape[2], d, q.dtype.itemsize, fraction, matmuls, tensors))
@@ -177,11 +177,11 @@ def _segment_arrays(q_seg, kv_seg):
 
 
 def forward(q, k, v, q_seg: Optional[jax.Array], kv_seg: Optional[jax.Array], *, scale, block_q, block_k,
-            kv_len, mask_kind, block_size, interpret=False):
+            kv_len, mask_kind, block_size, block_prefix=None, interpret=False):
   """o [b, h, lq, d] and lse [b, h, lq, 128] (float32, lane-broadcast)."""
   b, h, lq, d = q.shape
   statics = dict(scale=scale, block_q=block_q, block_k=block_k, kv_len=kv_len, mask_kind=mask_kind,
-                 block_size=block_size)
+                 block_size=block_size, block_prefix=block_prefix)
   specs = _in_specs(d, statics, q_major=True, has_segments=q_seg is not None)[:5]
   out_rows = lambda width: pl.BlockSpec((None, None, block_q, width), lambda b, h, i, j: (b, h, i, 0))
   return pl.pallas_call(
@@ -195,12 +195,12 @@ def forward(q, k, v, q_seg: Optional[jax.Array], kv_seg: Optional[jax.Array], *,
 
 
 def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_len, mask_kind, block_size,
-             interpret=False):
+             block_prefix=None, interpret=False):
   """dq, dk, dv from separate dq and dk/dv kernels."""
   b, h, lq, d = q.shape
   lk = k.shape[2]
   statics = dict(scale=scale, block_q=block_q, block_k=block_k, kv_len=kv_len, mask_kind=mask_kind,
-                 block_size=block_size)
+                 block_size=block_size, block_prefix=block_prefix)
   delta = jnp.einsum("bhld,bhld->bhl", o.astype(F32), do.astype(F32))  # rowsum(o * do)
   delta = jnp.broadcast_to(delta[..., None], (b, h, lq, LANES))
   has_segments = q_seg is not None

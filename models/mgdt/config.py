@@ -18,8 +18,10 @@ class MGDTConfig:
     return_min, return_max: returns-to-go are integers binned over [return_min, return_max) (120 bins).
     width, depth, num_heads, mlp_dim: the transformer.
     dtype: compute dtype.
+    attention_impl: 'auto', 'xla', 'pallas' or 'cudnn'; see kernels/attention/api.py. 'auto' runs the Pallas
+      flash kernel (block-causal with the patches as each block's prefix) on TPU and GPU, and XLA on CPU.
   """
-  EXECUTION_FIELDS = ("dtype",)
+  EXECUTION_FIELDS = ("dtype", "attention_impl")
 
   timesteps: int = 4
   frame_size: int = 84
@@ -32,6 +34,7 @@ class MGDTConfig:
   num_heads: int = 4
   mlp_dim: int = 512
   dtype: str = "float32"
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     if self.frame_size % self.patch_size:

@@ -3,7 +3,8 @@
   observations [B, K, 84, 84] uint8, return bins [B, K], actions [B, K], reward tokens [B, K]
     -> per timestep: 36 patch embeddings (linear on 14 x 14 pixels), return, action and reward embeddings
     -> + position-within-timestep and timestep embeddings -> pre-LayerNorm transformer blocks, attention under
-       tokens.attention_mask (the last block's weights are sown for plots)
+       the MGDT mask (tokens.attention_mask): the attention kernels' block-causal mask with one timestep per
+       block and the patches as its bidirectional prefix (the weights are sown for plots)
     -> return logits [B, K, 120] read at the last patch, action logits [B, K, 18] at the return token, reward
        logits [B, K, 3] at the action token.
 """
@@ -13,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from shardline.kernels.attention import api as attention_api
+from shardline.kernels.attention import reference as attention_reference
 from shardline.models.common import params as params_lib
 from shardline.models.common.mlp import Mlp
 from shardline.models.common.norms import LayerNorm
@@ -24,37 +27,41 @@ from shardline.partitioning.context import constrain
 RESIDUAL = (axes.BATCH, axes.LENGTH, axes.EMBED)
 
 
-class MaskedSelfAttention(nn.Module):
-  """Multi-head attention under a fixed boolean mask; sows the weights [B, H, L, L] as 'attention_weights'."""
-  num_heads: int
-  dtype: jnp.dtype = jnp.float32
+class TimestepSelfAttention(nn.Module):
+  """Multi-head attention under the MGDT mask through kernels/attention (flash kernels on accelerators).
+
+  Sows the attention weights [B, H, L, L] as 'attention_weights' for plots, only when that collection is
+  mutable; training and play never compute them.
+  """
+  config: MGDTConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cfg = self.config
+    dtype = params_lib.dtype_of(cfg.dtype)
     width = x.shape[-1]
-    head_dim = width // self.num_heads
+    head_dim = width // cfg.num_heads
     init = params_lib.lecun_normal()
-    shape, names = (width, self.num_heads, head_dim), (axes.EMBED, axes.HEADS, axes.KV)
-    q, k, v = [jnp.einsum("ble,ehd->blhd", x, params_lib.param(self, n, init, shape, names).astype(self.dtype))
+    shape, names = (width, cfg.num_heads, head_dim), (axes.EMBED, axes.HEADS, axes.KV)
+    q, k, v = [jnp.einsum("ble,ehd->blhd", x, params_lib.param(self, n, init, shape, names).astype(dtype))
                for n in ("query", "key", "value")]  # [b, l, e] x [e, h, d] -> [b, l, h, d]
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * head_dim ** -0.5
-    weights = jax.nn.softmax(jnp.where(mask, logits, -1e9), axis=-1)
-    self.sow("intermediates", "attention_weights", weights)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)  # [b, h, q, k] x [b, k, h, d]
-    wo = params_lib.param(self, "out", init, (self.num_heads, head_dim, width), (axes.HEADS, axes.KV, axes.EMBED))
-    return jnp.einsum("blhd,hde->ble", out, wo.astype(self.dtype))  # [b, l, h, d] x [h, d, e] -> [b, l, e]
+    mask = dict(mask_kind="block_causal", block_size=cfg.tokens_per_step, block_prefix=cfg.num_patches)
+    if self.is_mutable_collection("intermediates"):
+      self.sow("intermediates", "attention_weights", attention_reference.attention_weights(q, k, **mask))
+    out = attention_api.attention(q, k, v, implementation=cfg.attention_impl, **mask)  # [b, l, h, d]
+    wo = params_lib.param(self, "out", init, (cfg.num_heads, head_dim, width), (axes.HEADS, axes.KV, axes.EMBED))
+    return jnp.einsum("blhd,hde->ble", out, wo.astype(dtype))  # [b, l, h, d] x [h, d, e] -> [b, l, e]
 
 
 class Block(nn.Module):
   config: MGDTConfig
 
   @nn.compact
-  def __call__(self, x, mask):
+  def __call__(self, x):
     cfg = self.config
     dtype = params_lib.dtype_of(cfg.dtype)
     x = constrain(x, RESIDUAL)
-    x = x + MaskedSelfAttention(cfg.num_heads, dtype, name="attn")(
-        LayerNorm(use_bias=True, dtype=dtype, name="attn_norm")(x), mask)
+    x = x + TimestepSelfAttention(cfg, name="attn")(LayerNorm(use_bias=True, dtype=dtype, name="attn_norm")(x))
     x = x + Mlp(cfg.mlp_dim, dtype=dtype, name="mlp")(LayerNorm(use_bias=True, dtype=dtype, name="mlp_norm")(x))
     return constrain(x, RESIDUAL)
 
@@ -82,9 +89,8 @@ class MultiGameDecisionTransformer(nn.Module):
     x = x + embed("position_embed", cfg.tokens_per_step)[None, None].astype(dtype)
     x = x + embed("timestep_embed", cfg.timesteps)[None, :k, None].astype(dtype)
     x = x.reshape(b, k * cfg.tokens_per_step, e)
-    mask = jnp.asarray(tokens.attention_mask(k, n))
     for i in range(cfg.depth):
-      x = Block(cfg, name=f"block_{i}")(x, mask)
+      x = Block(cfg, name=f"block_{i}")(x)
     x = LayerNorm(use_bias=True, dtype=dtype, name="final_norm")(x).reshape(b, k, cfg.tokens_per_step, e)
     head = lambda name, count, at: nn.Dense(count, dtype=jnp.float32, name=name, kernel_init=(
         nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED, None))))(x[:, :, at].astype(jnp.float32))

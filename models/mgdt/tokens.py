@@ -10,6 +10,8 @@ action token.
 import jax.numpy as jnp
 import numpy as np
 
+from shardline.kernels.attention import reference as attention_reference
+
 RETURN_OFFSET, ACTION_OFFSET, REWARD_OFFSET = 0, 1, 2  # after the patches
 
 
@@ -45,11 +47,7 @@ def reward_to_token(rewards):
 
 
 def attention_mask(timesteps: int, num_patches: int) -> np.ndarray:
-  """[L, L] boolean, True where query i may attend key j (L = timesteps x (num_patches + 3))."""
-  per_step = num_patches + 3
-  pos = np.arange(timesteps * per_step)
-  step, offset = pos // per_step, pos % per_step
-  earlier = step[None, :] < step[:, None]
-  same = step[None, :] == step[:, None]
-  visible_in_step = (offset[None, :] < num_patches) | (offset[None, :] <= offset[:, None])
-  return earlier | (same & visible_in_step)
+  """[L, L] boolean, True where query i may attend key j (L = timesteps x (num_patches + 3)): the attention
+  kernels' block-causal mask with one timestep per block and the patches as each block's prefix."""
+  pos = np.arange(timesteps * (num_patches + 3))
+  return attention_reference.block_causal_keep(pos[:, None], pos[None, :], num_patches + 3, num_patches)

@@ -14,14 +14,14 @@ from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.tasks import digits
 from tests import helpers
 
-# (batch, length, heads, head_dim, mask kind, block size, segment ids)
+# (batch, length, heads, head_dim, mask kind, block size, segment ids, block prefix)
 CASES = [
-    (2, 64, 2, 64, "none", None, False),
-    (2, 37, 2, 64, "none", None, True),        # odd length, padding mask
-    (1, 100, 2, 128, "causal", None, False),
-    (1, 156, 1, 128, "block_causal", 39, False),  # MGDT: 4 timesteps x 39 tokens
-    (1, 50, 1, 256, "causal", None, True),
-    (1, 24, 2, 64, "block_causal", 6, True),
+    (2, 64, 2, 64, "none", None, False, None),
+    (2, 37, 2, 64, "none", None, True, None),        # odd length, padding mask
+    (1, 100, 2, 128, "causal", None, False, None),
+    (1, 156, 1, 128, "block_causal", 39, False, 36),  # MGDT: 4 timesteps x (36 patches + 3 causal tokens)
+    (1, 50, 1, 256, "causal", None, True, None),
+    (1, 24, 2, 64, "block_causal", 6, True, None),   # whole blocks visible
 ]
 
 
@@ -49,9 +49,10 @@ def _compare(fn, ref, q, k, v, do, dtype):
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[4]}-l{c[1]}-d{c[3]}{'-seg' if c[6] else ''}")
 def test_kernel_matches_reference_float32(backend, case):
-  b, l, h, d, kind, block, seg = case
+  b, l, h, d, kind, block, seg, prefix = case
   q, k, v, do, segments = _inputs(b, l, h, d, jnp.float32, seg)
-  masks = dict(mask_kind=kind, block_size=block, q_segment_ids=segments, kv_segment_ids=segments)
+  masks = dict(mask_kind=kind, block_size=block, q_segment_ids=segments, kv_segment_ids=segments,
+               block_prefix=prefix)
   _compare(lambda q, k, v: api.flash_attention(q, k, v, backend=backend, **masks),
            lambda q, k, v: reference.attention(q, k, v, **masks), q, k, v, do, jnp.float32)
 
@@ -66,8 +67,8 @@ def test_kernel_matches_reference_bfloat16(backend, d):
 
 def test_small_blocks_exercise_many_tiles_and_skipping():
   q, k, v, do, _ = _inputs(1, 96, 1, 64, jnp.float32, False)
-  for kind, block in (("causal", None), ("block_causal", 12)):
-    masks = dict(mask_kind=kind, block_size=block)
+  for kind, block, prefix in (("causal", None, None), ("block_causal", 12, None), ("block_causal", 24, 20)):
+    masks = dict(mask_kind=kind, block_size=block, block_prefix=prefix)
     _compare(lambda q, k, v: api.flash_attention(q, k, v, backend="gpu", block_q=16, block_k=16, **masks),
              lambda q, k, v: reference.attention(q, k, v, **masks), q, k, v, do, jnp.float32)
 
@@ -76,6 +77,12 @@ def test_block_causal_mask_is_exactly_block_causal():
   mask = np.asarray(reference.make_mask(12, 12, "block_causal", block_size=4))[0, 0]
   expected = np.array([[j // 4 <= i // 4 for j in range(12)] for i in range(12)])
   np.testing.assert_array_equal(mask, expected)
+  # With a prefix of 2: in its own block a token sees the block's first 2 tokens and those up to itself.
+  mask = np.asarray(reference.make_mask(12, 12, "block_causal", block_size=4, block_prefix=2))[0, 0]
+  expected = np.array([[j // 4 < i // 4 or (j // 4 == i // 4 and (j % 4 < 2 or j <= i)) for j in range(12)]
+                       for i in range(12)])
+  np.testing.assert_array_equal(mask, expected)
+  assert mask[4, 5] and not mask[6, 7] and mask[7, 6]  # prefix both ways, the rest causal
 
 
 def test_validation_messages():
@@ -84,6 +91,8 @@ def test_validation_messages():
     api.attention(x[0], x, x)
   with pytest.raises(ValueError, match="needs block_size"):
     api.attention(x, x, x, mask_kind="block_causal")
+  with pytest.raises(ValueError, match="block_prefix=5 needs"):
+    api.attention(x, x, x, mask_kind="block_causal", block_size=4, block_prefix=5)
   with pytest.raises(ValueError, match="dtypes differ"):
     api.attention(x, x.astype(jnp.bfloat16), x)
   with pytest.raises(ValueError, match="Unknown attention implementation"):
@@ -97,14 +106,15 @@ def test_validation_messages():
 
 
 @pytest.mark.parametrize("d", [64, 128, 256])
-@pytest.mark.parametrize("kind, block, seg", [("none", None, True), ("causal", None, False),
-                                              ("block_causal", 39, False)])
-def test_tpu_kernels_compile_for_tpu_v4(d, kind, block, seg):
+@pytest.mark.parametrize("kind, block, seg, prefix", [("none", None, True, None), ("causal", None, False, None),
+                                                      ("block_causal", 39, False, 36)])
+def test_tpu_kernels_compile_for_tpu_v4(d, kind, block, seg, prefix):
   device = topologies.get_topology_desc("v4:2x2x1", "tpu").devices[0]
   mesh = Mesh(np.array([device]), ("x",))
   spec = lambda shape, dtype=jnp.bfloat16: jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, P()))
   b, h, l = 2, 4, 512
-  kw = dict(scale=d ** -0.5, block_q=128, block_k=128, kv_len=500, mask_kind=kind, block_size=block)
+  kw = dict(scale=d ** -0.5, block_q=128, block_k=128, kv_len=500, mask_kind=kind, block_size=block,
+            block_prefix=prefix)
   segs = (spec((b, l), jnp.int32), spec((b, l), jnp.int32)) if seg else (None, None)
   qkv = [spec((b, h, l, d))] * 3
   with jax.set_mesh(mesh):  # the kernels read the target's TPU generation from the mesh's devices

@@ -80,6 +80,24 @@ def test_optimality_bias_moves_mass_to_higher_returns():
       np.exp(4.0 * np.arange(4) / 4) * unbiased), rtol=1e-5)  # exactly P(R) exp(kappa R_norm), renormalised
 
 
+def test_the_flash_kernel_computes_the_model_like_xla():
+  """attention_impl='pallas' (the Triton kernel in interpret mode here) gives XLA's loss and gradients."""
+  rng = np.random.default_rng(1)
+  batch = {"observations": rng.integers(0, 255, (1, 4, 84, 84)).astype(np.uint8),
+           "returns_to_go": rng.integers(-3, 10, (1, 4)).astype(np.float32),
+           "actions": rng.integers(0, 18, (1, 4)).astype(np.int32),
+           "rewards": rng.integers(-1, 2, (1, 4)).astype(np.int32)}
+  results = {}
+  for impl in ("xla", "pallas"):
+    agent = DecisionTransformerAgent(MGDTConfig(**dict(TINY, depth=1), attention_impl=impl))
+    params = nn.unbox(agent.init(jax.random.PRNGKey(0), batch))
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+    results[impl] = jax.value_and_grad(lambda p, agent=agent: agent.loss_and_metrics(p, batch, None)[0])(params)
+  np.testing.assert_allclose(results["pallas"][0], results["xla"][0], rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(results["pallas"][1]), jax.tree.leaves(results["xla"][1])):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_a_few_training_steps():
   agent = DecisionTransformerAgent(MGDTConfig(**TINY))
   partitioner = Partitioner(helpers.mesh(data=8), rules.rule_set("data"))
