@@ -15,7 +15,6 @@ import numpy as np
 from jax import lax
 
 from shardline.kernels.attention import reference
-from shardline.kernels.attention.reference import MASK_VALUE
 
 PAD_VALUE = -jnp.inf
 
@@ -57,7 +56,7 @@ def apply(logits: jax.Array, q_start, kv_start, *, mask_kind: str, block_size: O
     same = q_segments == kv_segments
     keep = same if keep is None else jnp.logical_and(keep, same)
   if keep is not None:
-    logits = jnp.where(keep, logits, MASK_VALUE)
+    logits = jnp.where(keep, logits, reference.MASK_VALUE)
   return jnp.where(kv_pos < kv_len, logits, PAD_VALUE)
 
 
