@@ -2,8 +2,9 @@
 
 For each game and each optimality bias kappa (the configured one, and 0 to show what the bias does), N
 episodes with the same preprocessing and step cap as the dataset. Reported per game: the mean raw score, the
-human-normalised score (score - random) / (human - random) with the published random and human scores, and
-the dataset's behaviour-policy mean and best. Also writes a PNG of the attention from the action decision over
+human-normalised score (score - random) / (human - random) with the published random and human scores, the
+dataset's behaviour-policy mean and best, and a uniformly random policy played on the same N emulator seeds
+with the same cap (the fair baseline for capped episodes). Also writes a PNG of the attention from the action decision over
 the current frame's patches, one decision per game.
 """
 import json
@@ -21,7 +22,7 @@ import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from shardline.models.mgdt import tokens  # noqa: E402
 from shardline.partitioning import context  # noqa: E402
-from shardline.tasks.atari import environment, task  # noqa: E402
+from shardline.tasks.atari import environment, generate, task  # noqa: E402
 
 # Published per-game scores of a uniformly random policy and of a human tester (Mnih et al., 2015; the
 # normalisation the MGDT paper uses). Full episodes; shardline's episodes stop at max_steps, which makes
@@ -106,7 +107,7 @@ def _play_all(agent, params, decide, output_dir, games, episodes, max_steps, beh
     for kappa in kappas:
       scores = []
       for i in range(episodes):
-        capture_at = 40 if (i == 0 and kappa == agent.kappa) else -1
+        capture_at = min(40, max_steps // 2) if (i == 0 and kappa == agent.kappa) else -1
         score, captured = play_episode(agent, params, decide, game, seed + i, kappa, max_steps, capture_at)
         scores.append(score)
         if captured is not None:
@@ -114,16 +115,19 @@ def _play_all(agent, params, decide, output_dir, games, episodes, max_steps, beh
       results[game][f"kappa={kappa:g}"] = {"scores": scores, "mean": float(np.mean(scores)),
                                            "human_normalised": human_normalised(game, float(np.mean(scores)))}
       print(f"  {game} kappa={kappa:g}: scores {scores}", flush=True)
+    random_scores = [float(generate.play_episode(game, "random", seed + i, max_steps)["episode_return"])
+                     for i in range(episodes)]
+    print(f"  {game} random policy: scores {random_scores}", flush=True)
+    results[game]["random_played"] = {"scores": random_scores, "mean": float(np.mean(random_scores))}
     results[game]["behaviour"] = behaviour[game]["behaviour"]
   lines = [f"{'game':>14} | " + " | ".join(f"{'score k=' + format(k, 'g'):>11} {'HNS':>6}" for k in kappas)
-           + " | behaviour mean   best | random policy in data"]
+           + " | behaviour mean   best | random, same seeds"]
   for game in games:
     r = results[game]
     cells = " | ".join(f"{r[f'kappa={k:g}']['mean']:>11.2f} {r[f'kappa={k:g}']['human_normalised']:>6.3f}"
                        for k in kappas)
-    random_mean = behaviour[game]["by_policy"].get("random", {}).get("mean", float("nan"))
     lines.append(f"{game:>14} | {cells} | {r['behaviour']['mean']:>14.2f} {r['behaviour']['best']:>6.1f} | "
-                 f"{random_mean:>8.2f}")
+                 f"{r['random_played']['mean']:>8.2f}")
   print("\n".join(lines))
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, "mgdt_play.json"), "w") as f:

@@ -118,7 +118,7 @@ def test_a_few_training_steps():
 
 
 def test_plays_one_short_episode_in_the_emulator(tmp_path):
-  from shardline.tasks.atari import play  # pylint: disable=g-import-not-at-top
+  from shardline.tasks.atari import generate, play  # pylint: disable=g-import-not-at-top
   agent = DecisionTransformerAgent(MGDTConfig(**TINY))
   batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in agent.batch_spec(1).items()}
   params = nn.unbox(agent.init(jax.random.PRNGKey(0), batch))
@@ -131,6 +131,12 @@ def test_plays_one_short_episode_in_the_emulator(tmp_path):
   assert frame.shape == (84, 84) and weights.shape == (36,) and np.all(weights >= 0)
   play.plot_attention({"Pong": captured}, 14, str(tmp_path / "attention.png"))
   assert (tmp_path / "attention.png").stat().st_size > 1000
+  behaviour = {"Pong": {"behaviour": {"mean": -3.0, "best": 3.0}}}
+  table = play._play_all(agent, params, decide, str(tmp_path / "play"), ["Pong"], 1, 12, behaviour, 3,  # pylint: disable=protected-access
+                         compare_kappa_zero=True)["results"]["Pong"]
+  assert table["kappa=10"]["scores"] == [score] and len(table["kappa=0"]["scores"]) == 1
+  assert table["random_played"]["scores"] == [float(generate.play_episode("Pong", "random", 3, 12)["episode_return"])]
+  assert (tmp_path / "play" / "mgdt_play.json").exists() and (tmp_path / "play" / "mgdt_attention.png").exists()
   assert play.human_normalised("Pong", play.HUMAN_SCORES["Pong"]) == pytest.approx(1.0)
 
 
