@@ -72,3 +72,12 @@ def test_compiles_for_tpu_v4_at_limoe_h14_shapes():
   with jax.set_mesh(mesh):
     compiled = fn.lower(spec((e, g, c, k)), spec((e, k, n)), spec((e, g), jnp.int32)).compile()
   assert compiled.as_text().count("tpu_custom_call") == 1
+
+
+def test_moe_layer_benchmark_runs_at_tiny_size(capsys):
+  from benchmarks import moe_layer  # pylint: disable=g-import-not-at-top
+  moe_layer.run([4], tokens=256, width=32, mlp_dim=64, group_size=128, top_k=1, capacity_factor=1.0,
+                dtype=jnp.float32, grouped_impl="xla", iters=1)
+  rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+  assert [row.split(" | ")[0] for row in rows[1:]] == ["| dense MLP (64)", "| one-hot einsum", "| grouped matmul"]
+  assert all(float(row.split(" | ")[3]) > 0 for row in rows[1:])  # a finite, positive TFLOP/s in every row
