@@ -7,8 +7,13 @@ import jax
 
 # XLA:CPU's concurrency-optimised scheduler lets simulated devices enter independent collectives (the rings
 # of the collective matmuls, say) in different orders; on a machine with few cores they then starve each
-# other's rendezvous until XLA aborts. Scheduling in program order avoids it. Only the CPU backend reads it.
-CPU_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
+# other's rendezvous until XLA aborts. Scheduling in program order avoids it. And XLA:CPU aborts the process
+# when the simulated devices do not all reach a collective within 40 s, which happens on a busy machine with
+# more device threads than cores (two 8-device test workers on 2 cores): wait up to 10 minutes instead, which
+# still ends a real deadlock. Only the CPU backend reads these.
+CPU_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",
+                 "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+                 "--xla_cpu_collective_timeout_seconds=600")
 
 
 def set_cpu_xla_flags() -> None:
