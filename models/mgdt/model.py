@@ -3,7 +3,7 @@
   observations [B, K, 84, 84] uint8, return bins [B, K], actions [B, K], reward tokens [B, K]
     -> per timestep: 36 patch embeddings (linear on 14 x 14 pixels), return, action and reward embeddings
     -> + position-within-timestep and timestep embeddings -> pre-LayerNorm transformer blocks, attention under
-       the MGDT mask (tokens.attention_mask): the attention kernels' block-causal mask with one timestep per
+       the MGDT mask (tokens.mask_arguments): the attention kernels' block-causal mask with one timestep per
        block and the patches as its bidirectional prefix (the weights are sown for plots)
     -> return logits [B, K, 120] read at the last patch, action logits [B, K, 18] at the return token, reward
        logits [B, K, 3] at the action token.
@@ -45,7 +45,7 @@ class TimestepSelfAttention(nn.Module):
     shape, names = (width, cfg.num_heads, head_dim), (axes.EMBED, axes.HEADS, axes.KV)
     q, k, v = [jnp.einsum("ble,ehd->blhd", x, params_lib.param(self, n, init, shape, names).astype(dtype))
                for n in ("query", "key", "value")]  # [b, l, e] x [e, h, d] -> [b, l, h, d]
-    mask = dict(mask_kind="block_causal", block_size=cfg.tokens_per_step, block_prefix=cfg.num_patches)
+    mask = tokens.mask_arguments(cfg.num_patches)
     if self.is_mutable_collection("intermediates"):
       self.sow("intermediates", "attention_weights", attention_reference.attention_weights(q, k, **mask))
     out = attention_api.attention(q, k, v, implementation=cfg.attention_impl, **mask)  # [b, l, h, d]

@@ -46,8 +46,16 @@ def reward_to_token(rewards):
   return (jnp.sign(rewards) + 1).astype(jnp.int32)
 
 
+def mask_arguments(num_patches: int) -> dict:
+  """The MGDT mask as kernels/attention arguments: block-causal with one timestep (num_patches + 3 tokens) per
+  block and the patches as each block's bidirectional prefix."""
+  return dict(mask_kind="block_causal", block_size=num_patches + 3, block_prefix=num_patches)
+
+
 def attention_mask(timesteps: int, num_patches: int) -> np.ndarray:
-  """[L, L] boolean, True where query i may attend key j (L = timesteps x (num_patches + 3)): the attention
-  kernels' block-causal mask with one timestep per block and the patches as each block's prefix."""
-  pos = np.arange(timesteps * (num_patches + 3))
-  return attention_reference.block_causal_keep(pos[:, None], pos[None, :], num_patches + 3, num_patches)
+  """[L, L] boolean, True where query i may attend key j (L = timesteps x (num_patches + 3)), as the model's
+  attention applies it."""
+  length = timesteps * (num_patches + 3)
+  mask = mask_arguments(num_patches)
+  return np.asarray(attention_reference.make_mask(length, length, mask["mask_kind"], mask["block_size"],
+                                                  block_prefix=mask["block_prefix"]))[0, 0]
