@@ -14,7 +14,7 @@ import jax
 
 from benchmarks import timing, train_step
 from shardline.launch import flags, gin_config, runtime
-from shardline.launch import plan as plan_cli
+from shardline.launch import plan_inputs
 
 VARIANTS = {
     "paper (parallel, no QKV/LN biases, QK-norm)": [],
@@ -34,14 +34,14 @@ def main(argv: Sequence[str] = None):
   base = None
   for n, (name, bindings) in enumerate(VARIANTS.items()):
     gin_config.parse(args.gin_file, list(args.gin_bindings) + list(overrides) + bindings,
-                     allow_missing=("MODEL_DIR", "*data_dir"))
+                     allow_missing=("MODEL_DIR", "*data_dir"), allow_missing_data_libraries=True)
     if n == 0:
       runtime.configure()  # before the first computation; the devices cannot change afterwards
       env = timing.environment()
       print(f"# ablations: {env['device']} ({env['backend']}), jax {env['jax']}, {env['date']}, {args.gin_file}")
       print("| variant | ms/step | ratio to paper | MFU |")
       print("|---|---|---|---|")
-    model, batch_size, _, _ = plan_cli.plan_run()
+    model, batch_size, _, _ = plan_inputs.plan_run()
     result = train_step.measure(model, batch_size, args.steps, args.warmup)
     base = base or result["step_seconds"]
     mfu = "n/a" if result["mfu"] is None else f"{100 * result['mfu']:.1f}%"

@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks import timing
 from shardline.launch import flags, gin_config, runtime
-from shardline.launch import plan as plan_cli
+from shardline.launch import plan_inputs
 from shardline.training import flops as flops_lib
 from shardline.training import setup as setup_lib
 from shardline.training import step as step_lib
@@ -130,9 +130,9 @@ def main(argv: Sequence[str] = None):
   args, overrides = flags.parse_args(parser, argv)
   gin_config.parse(args.gin_file, list(args.gin_bindings) + list(overrides),
                    [p for e in args.gin_search_paths for p in e.split(",") if p],
-                   allow_missing=("MODEL_DIR", "*data_dir"))
+                   allow_missing=("MODEL_DIR", "*data_dir"), allow_missing_data_libraries=True)
   runtime.configure()
-  model, batch_size, _, _ = plan_cli.plan_run()
+  model, batch_size, _, _ = plan_inputs.plan_run()
   result = measure(model, batch_size, args.steps, args.warmup)
   env = timing.environment()
   name = args.name or ",".join(os.path.basename(f) for f in args.gin_file)

@@ -134,14 +134,28 @@ def _quiet_search():
       h.removeFilter(quiet)
 
 
+def _unbind_references_to(skipped: Sequence[str]) -> None:
+  """Binds to None every parameter whose value refers to a skipped configurable (e.g. `TASK = @tasks.x()`)."""
+  for (scope, selector), bindings in list(gin_config_lib._CONFIG.items()):  # pylint: disable=protected-access
+    for param, value in list(bindings.items()):
+      refs = [v for v in gin_config_lib._iterate_flattened_values(value)  # pylint: disable=protected-access
+              if isinstance(v, gin_config_lib._UnknownConfigurableReference)]  # pylint: disable=protected-access
+      if any(ref.selector in skipped for ref in refs):
+        gin.bind_parameter(gin_config_lib._format_binding_key(scope, selector, param), None)  # pylint: disable=protected-access
+
+
 def parse(gin_files: Sequence[str], bindings: Iterable[str] = (), search_paths: Sequence[str] = (),
-          finalize: bool = True, allow_missing: Sequence[str] = ()) -> None:
+          finalize: bool = True, allow_missing: Sequence[str] = (),
+          allow_missing_data_libraries: bool = False) -> None:
   """Parses gin files and bindings after importing every configurable; raises UserError on any problem.
 
   `allow_missing` holds fnmatch patterns of required values a command does not use (`shardline plan` needs no
-  MODEL_DIR and no data); they are bound to None.
+  MODEL_DIR and no data); they are bound to None. With `allow_missing_data_libraries` (benchmarks on synthetic
+  batches), modules that need TensorFlow, seqio or ALE are skipped when those are not installed, and bindings
+  to exactly their configurables are ignored; any other unknown name is still an error.
   """
-  registry.import_all()
+  registry.import_all(allow_missing_data_libraries)
+  skipped = registry.skipped_configurables()
   gin.clear_config()
   for path in [GIN_DIR, os.getcwd(), *search_paths]:
     if path not in gin_config_lib._LOCATION_PREFIXES:  # pylint: disable=protected-access
@@ -151,7 +165,8 @@ def parse(gin_files: Sequence[str], bindings: Iterable[str] = (), search_paths: 
                     "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin.")
   try:
     with _quiet_search():
-      gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=False)
+      gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=False,
+                                          skip_unknown=skipped or False)
   except (ValueError, SyntaxError, IOError, KeyError) as e:
     raise _explain(e) from e
   for key in missing_required():
@@ -162,5 +177,7 @@ def parse(gin_files: Sequence[str], bindings: Iterable[str] = (), search_paths: 
     listed = "\n  ".join(_macro_name(m) for m in missing)
     raise UserError(f"gin: {len(missing)} required value(s) are not set (%gin.REQUIRED):\n  {listed}\n"
                     "Set each in a gin file or on the command line, e.g. --gin.MODEL_DIR=\"'/path/to/dir'\".")
+  if skipped:
+    _unbind_references_to(skipped)
   if finalize:
     gin.finalize()

@@ -10,22 +10,16 @@ import argparse
 import sys
 from typing import Sequence
 
-import gin
 import jax
 
 from shardline.launch import errors
 from shardline.launch import flags
+from shardline.launch.plan_inputs import plan_run
 from shardline.launch import runtime
 from shardline.training import planning
 from shardline.training import targets as targets_lib
 
 DOES_NOT_FIT = 3
-
-
-@gin.configurable("plan")
-def plan_run(model=gin.REQUIRED, batch_size: int = gin.REQUIRED, steps: int = 1000, topology: str = ""):
-  """The gin-bound inputs of a plan: runs/train.gin binds model and batch_size as for training."""
-  return model, batch_size, steps, topology
 
 
 def main(argv: Sequence[str] = None) -> int:

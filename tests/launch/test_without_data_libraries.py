@@ -1,0 +1,44 @@
+"""The benchmark harness on a machine with JAX but without TensorFlow, seqio or ALE (the GPU machines)."""
+import subprocess
+import sys
+
+from shardline.launch import registry
+from tests import helpers
+
+# Runs benchmarks.train_step with the data libraries made unimportable, as on a GPU box that lacks them.
+_WITHOUT_DATA = ("import runpy, sys\n"
+                 "for name in ('tensorflow', 'seqio', 'tensorflow_datasets', 'ale_py', 'array_record'):\n"
+                 "  sys.modules[name] = None\n"
+                 "sys.argv = ['train_step'] + sys.argv[1:]\n"
+                 "runpy.run_module('benchmarks.train_step', run_name='__main__')\n")
+
+
+def _train_step(*args):
+  return subprocess.run([sys.executable, "-c", _WITHOUT_DATA,
+                         "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin", "--steps=1", "--warmup=1", *args],
+                        capture_output=True, text=True, timeout=600, env=helpers.subprocess_env(), cwd=helpers.REPO)
+
+
+def test_train_step_benchmark_runs_without_data_libraries():
+  result = _train_step()
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "| vit22b_tiny_digits_cpu8.gin | 8 x cpu |" in result.stdout
+  assert "Without tensorflow" in result.stderr  # the skipped modules are named
+
+
+def test_gin_typos_still_fail_without_data_libraries():
+  result = _train_step("--gin.vit22b.ViT22BConfig.dept=2")
+  assert result.returncode != 0
+  assert "has no parameter 'dept'" in result.stderr and "Did you mean depth" in result.stderr, result.stderr[-2000:]
+
+
+def test_nothing_is_skipped_where_the_data_libraries_are_installed():
+  assert registry.import_all(allow_missing_data_libraries=True) == []
+  assert registry.skipped_configurables() == []
+
+
+def test_configurable_names_are_read_from_the_source():
+  names = lambda module: registry._configurable_names(registry._source_path(module))  # pylint: disable=protected-access
+  assert names("shardline.training.trainer") == ["train"]
+  assert names("shardline.tasks.atari.play") == ["tasks.play_atari"]
+  assert "tasks.atari_episodes" in names("shardline.tasks.atari.task")
