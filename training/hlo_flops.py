@@ -19,6 +19,10 @@ _DIMS = re.compile(r"(lhs_contracting_dims|rhs_contracting_dims|lhs_batch_dims)=
 _TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 _DIM_LABELS = re.compile(r"dim_labels=(\w+)_(\w+)->(\w+)")
 _GROUPS = re.compile(r"feature_group_count=(\d+)")
+_FIRST_ARRAY = re.compile(r"^\(?\s*[a-z]\w*\[([\d,]*)\]")
+_TARGET = re.compile(r'custom_call_target="([^"]+)"')
+_NAMED_FLOPS = re.compile(r'name = "\w*_flops(\d+)"')
+_GEMM_CONTRACTING = re.compile(r'"lhs_contracting_dimensions":\[([^\]]*)\]')
 
 
 def _shapes(instrs) -> Dict[str, Optional[tuple]]:
@@ -35,9 +39,17 @@ def _dot_flops(instr: hlo_text.Instruction, shapes) -> float:
   return 2.0 * math.prod(out) * math.prod(lhs[d] for d in contracting)
 
 
-def _conv_flops(instr: hlo_text.Instruction, shapes) -> float:
-  out = instr.dims()
-  kernel = shapes.get(instr.operands[1]) if len(instr.operands) > 1 else None
+def _result_dims(instr: hlo_text.Instruction) -> Optional[tuple]:
+  """The dimensions of the result, or of its first element for a tuple (GPU library calls add a workspace)."""
+  match = _FIRST_ARRAY.match(instr.shape)
+  return tuple(int(d) for d in match.group(1).split(",") if d) if match else None
+
+
+def _conv_flops(instr: hlo_text.Instruction, shapes, out=None, kernel=None) -> float:
+  """2 x (forward output elements) x (kernel elements per output feature); `out`/`kernel` default to the
+  convolution's result and second operand."""
+  out = out or _result_dims(instr)
+  kernel = kernel or (shapes.get(instr.operands[1]) if len(instr.operands) > 1 else None)
   labels = _DIM_LABELS.search(instr.attributes)
   if out is None or kernel is None or not labels:
     return 0.0
@@ -66,7 +78,7 @@ def count(hlo: str) -> float:
         if body:
           total += (int(trip.group(1)) if trip else 1) * flops_of(body.group(1))
       elif instr.opcode == "custom-call":
-        total += _custom_call_flops(instr)
+        total += _custom_call_flops(instr, shapes)
       else:
         total += sum(flops_of(c) for c in instr.called if c in module.computations)
     return total
@@ -74,8 +86,40 @@ def count(hlo: str) -> float:
   return flops_of(module.entry) if module.entry else 0.0
 
 
-def _custom_call_flops(instr: hlo_text.Instruction) -> float:
-  """A Pallas kernel that declared a cost estimate carries its FLOPs in its backend config."""
+def _library_call_flops(target: str, instr: hlo_text.Instruction, shapes) -> Optional[float]:
+  """FLOPs of the GPU library calls that XLA rewrites dots and convolutions into (cuBLAS, cuDNN)."""
+  operand = lambda i: shapes.get(instr.operands[i]) if len(instr.operands) > i else None
+  if target.startswith("__cublas$"):  # __cublas$gemm, __cublas$lt$matmul, ...: a dot
+    out, lhs = _result_dims(instr), operand(0)
+    contracting = _GEMM_CONTRACTING.search(instr.attributes)
+    if out is None or lhs is None or not contracting:
+      return 0.0
+    dims = [int(d) for d in re.findall(r"\d+", contracting.group(1))]
+    return 2.0 * math.prod(out) * math.prod(lhs[d] for d in dims)
+  if target.startswith("__cudnn$conv"):  # the same count for the forward and both gradients
+    if "BackwardInput" in target:
+      return _conv_flops(instr, shapes, out=operand(0), kernel=operand(1))
+    if "BackwardFilter" in target:
+      return _conv_flops(instr, shapes, out=operand(1), kernel=_result_dims(instr))
+    return _conv_flops(instr, shapes)
+  return None
+
+
+def flops_name(name: str, flops: float) -> str:
+  """A GPU (Triton) kernel name that carries the kernel's FLOPs, which its HLO call keeps no other way."""
+  return f"{name}_flops{int(flops)}"
+
+
+def _custom_call_flops(instr: hlo_text.Instruction, shapes) -> float:
+  """cuBLAS/cuDNN calls count as their dot or convolution; a Pallas kernel carries its declared FLOPs in its
+  backend config: on TPU as a cost estimate, on GPU in its name (`flops_name`)."""
+  target = _TARGET.search(instr.attributes)
+  library = _library_call_flops(target.group(1), instr, shapes) if target else None
+  if library is not None:
+    return library
+  named = _NAMED_FLOPS.search(instr.attributes)
+  if named:
+    return float(named.group(1))
   match = re.search(r'"flops":\s*"?(\d+)', instr.attributes)
   if match:
     return float(match.group(1))

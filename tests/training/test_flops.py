@@ -1,4 +1,6 @@
 """FLOPs counted from compiled HLO: loops multiplied out, the analytic ViT formula, and the remat correction."""
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -54,3 +56,27 @@ def test_custom_call_cost_estimates_are_counted():
           '  ROOT %k = f32[4]{0} custom-call(%x), custom_call_target="tpu_custom_call", '
           'backend_config={"custom_call_config": {"cost_estimate": {"flops": "1000"}}}\n}\n')
   assert hlo_flops.count(text) == 1000.0
+
+
+@pytest.mark.parametrize("name, expected", [
+    # x[1024, 768] @ w[768, 3072] and both gradients: 3 x 2 x 1024 x 768 x 3072, as cuBLAS calls
+    ("h100_matmul_forward_backward.hlo", 6 * 1024 * 768 * 3072),
+    # a 3x3 convolution, 32 -> 64 channels, over 8 x 64 x 64, and both gradients, as cuDNN calls
+    ("h100_conv_forward_backward.hlo", 3 * 2 * 8 * 64 * 64 * 64 * 3 * 3 * 32),
+])
+def test_gpu_library_calls_are_counted(name, expected):
+  """Modules compiled on an H100 (benchmarks.flops_check), where XLA turned the dots into cuBLAS calls and a
+  Triton GEMM fusion, and every convolution into a cuDNN call."""
+  with open(os.path.join(os.path.dirname(__file__), "data", name)) as f:
+    text = f.read()
+  assert "__cublas$" in text or ("__cudnn$conv" in text and " convolution(" not in text)
+  assert hlo_flops.count(text) == expected
+
+
+def test_triton_kernels_carry_their_flops_in_their_name():
+  name = hlo_flops.flops_name("attention_forward", 268435456)
+  text = ('ENTRY %m (x: f32[4]) -> f32[4] {\n  %x = f32[4]{0} parameter(0)\n'
+          '  ROOT %k = f32[4]{0} custom-call(%x), custom_call_target="__gpu$xla.gpu.triton", '
+          f'backend_config={{debug = false, grid_x = 2 : i32, name = "{name}", num_warps = 8 : i32}}\n}}\n')
+  assert hlo_flops.count(text) == 268435456.0
+  assert hlo_flops.count(text.replace(name, "attention_forward")) == 0.0
