@@ -13,7 +13,7 @@ padded queries sliced off, so every length works (ViT-22B's 256 tokens, MGDT's 1
 """
 import dataclasses
 import functools
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -56,16 +56,9 @@ def _round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
-def _next_pow2(n: int) -> int:
-  return 1 << max(n - 1, 0).bit_length()
-
-
-def block_sizes(backend: str, q_len: int, kv_len: int, head_dim: int):
-  """(block_q, block_k): TPU blocks are multiples of 128 (lanes); GPU blocks powers of two >= 16."""
-  if backend == "tpu":
-    return min(512, _round_up(q_len, 128)), min(512, _round_up(kv_len, 128))
-  cap_q, cap_k = (128, 64) if head_dim <= 128 else (64, 32)
-  return max(16, min(cap_q, _next_pow2(q_len))), max(16, min(cap_k, _next_pow2(kv_len)))
+def block_sizes(q_len: int, kv_len: int) -> Tuple[int, int]:
+  """(block_q, block_k) of the TPU kernels: multiples of 128 (lanes), at most 512."""
+  return min(512, _round_up(q_len, 128)), min(512, _round_up(kv_len, 128))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +72,7 @@ class _Static:
   block_size: Optional[int]
   block_prefix: Optional[int]
   interpret: Any
+  gpu_tuning: Optional[gpu.Tuning] = None  # the GPU kernels' blocks, warps and stages
 
 
 def _to_kernel(x, static):  # models' [b, l, h, d] -> the kernel's layout
@@ -88,19 +82,20 @@ def _to_kernel(x, static):  # models' [b, l, h, d] -> the kernel's layout
 _from_kernel = _to_kernel  # the same transpose undoes itself
 
 
-def _kernel_args(static):
-  return dict(scale=static.scale, block_q=static.block_q, block_k=static.block_k, kv_len=static.kv_len,
-              mask_kind=static.mask_kind, block_size=static.block_size, block_prefix=static.block_prefix,
-              interpret=static.interpret)
-
-
-def _module(static):
-  return tpu if static.backend == "tpu" else gpu
+def _mask_args(static):
+  return dict(scale=static.scale, kv_len=static.kv_len, mask_kind=static.mask_kind, block_size=static.block_size,
+              block_prefix=static.block_prefix, interpret=static.interpret)
 
 
 def _forward(static, q, k, v, q_seg, kv_seg):
-  o, lse = _module(static).forward(_to_kernel(q, static), _to_kernel(k, static), _to_kernel(v, static), q_seg,
-                                   kv_seg, **_kernel_args(static))
+  q, k, v = _to_kernel(q, static), _to_kernel(k, static), _to_kernel(v, static)
+  if static.backend == "tpu":
+    o, lse = tpu.forward(q, k, v, q_seg, kv_seg, block_q=static.block_q, block_k=static.block_k,
+                         **_mask_args(static))
+  else:
+    t = static.gpu_tuning
+    o, lse = gpu.forward(q, k, v, q_seg, kv_seg, block_q=t.fwd[0], block_k=t.fwd[1], num_warps=t.warps[0],
+                         num_stages=t.stages[0], **_mask_args(static))
   return _from_kernel(o, static), lse
 
 
@@ -117,8 +112,11 @@ def _flash_fwd(static, q, k, v, q_seg, kv_seg):
 def _flash_bwd(static, residuals, do):
   q, k, v, q_seg, kv_seg, o, lse = residuals
   t = lambda x: _to_kernel(x, static)
-  dq, dk, dv = _module(static).backward(t(q), t(k), t(v), q_seg, kv_seg, t(o), lse, t(do),
-                                        **_kernel_args(static))
+  if static.backend == "tpu":
+    dq, dk, dv = tpu.backward(t(q), t(k), t(v), q_seg, kv_seg, t(o), lse, t(do), block_q=static.block_q,
+                              block_k=static.block_k, **_mask_args(static))
+  else:
+    dq, dk, dv = gpu.backward(q, k, v, q_seg, kv_seg, o, lse, do, tuning=static.gpu_tuning, **_mask_args(static))
   return _from_kernel(dq, static), _from_kernel(dk, static), _from_kernel(dv, static), None, None
 
 
@@ -127,12 +125,15 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 def flash_attention(q, k, v, *, mask_kind="none", block_size=None, q_segment_ids=None, kv_segment_ids=None,
                     backend: Optional[str] = None, block_q: Optional[int] = None, block_k: Optional[int] = None,
-                    interpret=None, block_prefix: Optional[int] = None) -> jax.Array:
+                    interpret=None, block_prefix: Optional[int] = None,
+                    gpu_tuning: Optional[gpu.Tuning] = None) -> jax.Array:
   """The Pallas flash attention for any lengths; q, k, v [batch, length, heads, head_dim].
 
   Args:
     backend: 'tpu' or 'gpu' kernels; by default the platform's, and the GPU kernel on CPU.
-    block_q, block_k: block sizes; chosen by `block_sizes` when omitted.
+    block_q, block_k: block sizes; chosen by `block_sizes` when omitted. On GPU, setting them uses the same
+      blocks in the forward, dq and dk/dv kernels.
+    gpu_tuning: the GPU kernels' blocks, warps and stages (`gpu.Tuning`); by default `gpu.choose_tuning`.
     interpret: interpret mode (True / InterpretParams); by default on CPU only.
   """
   platform = jax.default_backend()
@@ -141,15 +142,21 @@ def flash_attention(q, k, v, *, mask_kind="none", block_size=None, q_segment_ids
     from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top
     interpret = pltpu.InterpretParams() if backend == "tpu" else True
   q_len, kv_len = q.shape[1], k.shape[1]
-  default_q, default_k = block_sizes(backend, q_len, kv_len, q.shape[-1])
-  block_q, block_k = block_q or default_q, block_k or default_k
+  if backend == "gpu":
+    if gpu_tuning is None:
+      gpu_tuning = (gpu.Tuning.uniform(block_q, block_k) if block_q and block_k else
+                    gpu.choose_tuning(q.shape[-1], q.dtype.itemsize, q_len, kv_len))
+    block_q, block_k = gpu_tuning.padding_multiple()
+  else:
+    default_q, default_k = block_sizes(q_len, kv_len)
+    block_q, block_k = block_q or default_q, block_k or default_k
   q_pad, kv_pad = _round_up(q_len, block_q) - q_len, _round_up(kv_len, block_k) - kv_len
   pad = lambda x, n: jnp.pad(x, [(0, 0), (0, n)] + [(0, 0)] * (x.ndim - 2)) if n else x
   if q_segment_ids is not None:
     q_segment_ids = jnp.pad(q_segment_ids.astype(jnp.int32), [(0, 0), (0, q_pad)], constant_values=-1)
     kv_segment_ids = jnp.pad(kv_segment_ids.astype(jnp.int32), [(0, 0), (0, kv_pad)], constant_values=-2)
   static = _Static(backend, q.shape[-1] ** -0.5, block_q, block_k, kv_len, mask_kind, block_size, block_prefix,
-                   interpret)
+                   interpret, gpu_tuning)
   out = _flash(static, pad(q, q_pad), pad(k, kv_pad), pad(v, kv_pad), q_segment_ids, kv_segment_ids)
   return out[:, :q_len]
 

@@ -10,8 +10,9 @@ handles one (batch, head, block) and loops over the other sequence in blocks wit
 
 Blocks that a causal or block-causal mask hides completely are skipped, not just masked.
 """
+import dataclasses
 import functools
-from typing import Optional
+from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
 from shardline.kernels.attention import masking
+from shardline.training import hlo_flops
 
 F32 = jnp.float32
 
@@ -122,9 +124,10 @@ def _specs(batch, heads, block, length, head_dim):
 
 
 def _call(kernel, grid, in_specs, out_specs, out_shape, interpret, num_warps, num_stages, cost):
+  name = f"attention_{kernel.func.__name__.strip('_').removesuffix('_kernel')}"
   return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
                         compiler_params=plt.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-                        interpret=interpret, cost_estimate=cost)
+                        interpret=interpret, cost_estimate=cost, name=hlo_flops.flops_name(name, cost.flops))
 
 
 def _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls, tensors):
@@ -161,32 +164,91 @@ def forward(q, k, v, q_seg: Optional[jax.Array], kv_seg: Optional[jax.Array], *,
                _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls=2, tensors=4))(q, k, v, q_seg, kv_seg)
 
 
-def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, block_q, block_k, kv_len, mask_kind, block_size,
-             block_prefix=None, interpret=False, num_warps=4, num_stages=2):
-  """dq, dk, dv from separate dq and dk/dv kernels."""
+def _backward_statics(scale, kv_len, mask_kind, block_size, block_prefix):
+  return dict(scale=scale, kv_len=kv_len, mask_kind=mask_kind, block_size=block_size, block_prefix=block_prefix)
+
+
+def dq(q, k, v, q_seg, kv_seg, do, lse, delta, *, scale, block_q, block_k, kv_len, mask_kind, block_size,
+       block_prefix=None, interpret=False, num_warps=4, num_stages=2):
+  """dq [b, lq, h, d]: one program per query block of `block_q` rows, key blocks of `block_k` stream past."""
   b, lq, h, d = q.shape
   lk = k.shape[1]
-  delta = jnp.einsum("blhd,blhd->bhl", o.astype(F32), do.astype(F32))  # rowsum(o * do)
-  q_tile, q_whole = _specs(b, h, block_q, lq, d)
-  kv_tile, kv_whole = _specs(b, h, block_k, lk, d)
+  q_tile, _ = _specs(b, h, block_q, lq, d)
+  _, kv_whole = _specs(b, h, block_k, lk, d)
   stat_tile = pl.BlockSpec((None, None, block_q), lambda b, h, i: (b, h, i))
+  kernel = functools.partial(_dq_kernel, block_q=block_q, block_k=block_k,
+                             **_backward_statics(scale, kv_len, mask_kind, block_size, block_prefix))
+  return _call(kernel, (b, h, lq // block_q),
+               [q_tile, kv_whole, kv_whole,
+                *_segment_specs(q_seg is not None, block_q, lq, block_k, lk, kv_major=False),
+               q_tile, stat_tile, stat_tile],
+               q_tile, jax.ShapeDtypeStruct(q.shape, q.dtype), interpret, num_warps, num_stages,
+               _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls=3, tensors=5))(
+                   q, k, v, q_seg, kv_seg, do, lse, delta)
+
+
+def dkv(q, k, v, q_seg, kv_seg, do, lse, delta, *, scale, block_q, block_k, kv_len, mask_kind, block_size,
+        block_prefix=None, interpret=False, num_warps=4, num_stages=2):
+  """dk, dv [b, lk, h, d]: one program per key block of `block_k` rows, query blocks of `block_q` stream past."""
+  b, lq, h, d = q.shape
+  lk = k.shape[1]
+  _, q_whole = _specs(b, h, block_q, lq, d)
+  kv_tile, _ = _specs(b, h, block_k, lk, d)
   stat_whole = pl.BlockSpec((None, None, lq), lambda b, h, i: (b, h, 0))
-  statics = dict(scale=scale, block_q=block_q, block_k=block_k, kv_len=kv_len, mask_kind=mask_kind,
-                 block_size=block_size, block_prefix=block_prefix)
-  has_segments = q_seg is not None
-  dq = _call(functools.partial(_dq_kernel, **statics), (b, h, lq // block_q),
-             [q_tile, kv_whole, kv_whole,
-              *_segment_specs(has_segments, block_q, lq, block_k, lk, kv_major=False),
-              q_tile, stat_tile, stat_tile],
-             q_tile, jax.ShapeDtypeStruct(q.shape, q.dtype), interpret, num_warps, num_stages,
-             _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls=3, tensors=5))(
-                 q, k, v, q_seg, kv_seg, do, lse, delta)
-  dk, dv = _call(functools.partial(_dkv_kernel, **statics), (b, h, lk // block_k),
-                 [q_whole, kv_tile, kv_tile,
-                  *_segment_specs(has_segments, block_q, lq, block_k, lk, kv_major=True),
-                  q_whole, stat_whole, stat_whole],
-                 [kv_tile, kv_tile], [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-                 interpret, num_warps, num_stages,
-                 _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls=4, tensors=6))(
-                     q, k, v, q_seg, kv_seg, do, lse, delta)
-  return dq, dk, dv
+  kernel = functools.partial(_dkv_kernel, block_q=block_q, block_k=block_k,
+                             **_backward_statics(scale, kv_len, mask_kind, block_size, block_prefix))
+  return _call(kernel, (b, h, lk // block_k),
+               [q_whole, kv_tile, kv_tile,
+                *_segment_specs(q_seg is not None, block_q, lq, block_k, lk, kv_major=True),
+                q_whole, stat_whole, stat_whole],
+               [kv_tile, kv_tile], [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+               interpret, num_warps, num_stages,
+               _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls=4, tensors=6))(
+                   q, k, v, q_seg, kv_seg, do, lse, delta)
+
+
+def backward(q, k, v, q_seg, kv_seg, o, lse, do, *, scale, kv_len, mask_kind, block_size, block_prefix=None,
+             tuning: "Tuning", interpret=False):
+  """dq, dk, dv from the separate dq and dk/dv kernels, each with its own blocks from `tuning`."""
+  delta = jnp.einsum("blhd,blhd->bhl", o.astype(F32), do.astype(F32))  # rowsum(o * do)
+  masks = dict(scale=scale, kv_len=kv_len, mask_kind=mask_kind, block_size=block_size, block_prefix=block_prefix,
+               interpret=interpret)
+  grad_q = dq(q, k, v, q_seg, kv_seg, do, lse, delta, block_q=tuning.dq[0], block_k=tuning.dq[1],
+              num_warps=tuning.warps[1], num_stages=tuning.stages[1], **masks)
+  grad_k, grad_v = dkv(q, k, v, q_seg, kv_seg, do, lse, delta, block_q=tuning.dkv[0], block_k=tuning.dkv[1],
+                       num_warps=tuning.warps[2], num_stages=tuning.stages[2], **masks)
+  return grad_q, grad_k, grad_v
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+  """Blocks (query rows, key rows), warps and software-pipeline stages of the forward, dq and dk/dv kernels.
+
+  The defaults are the fastest of benchmarks.attention_tuning's sweep on an H100 (bf16, head dim 128, at 256
+  and 8192 tokens; both lengths picked the same blocks): BENCHMARKS.md.
+  """
+  fwd: Tuple[int, int] = (128, 64)
+  dq: Tuple[int, int] = (128, 64)
+  dkv: Tuple[int, int] = (64, 64)
+  warps: Tuple[int, int, int] = (8, 8, 4)  # forward, dq, dk/dv
+  stages: Tuple[int, int, int] = (3, 3, 2)
+
+  @classmethod
+  def uniform(cls, block_q: int, block_k: int) -> "Tuning":
+    """The same (block_q, block_k) in all three kernels (tests, and users who set blocks by hand)."""
+    return cls(fwd=(block_q, block_k), dq=(block_q, block_k), dkv=(block_q, block_k))
+
+  def padding_multiple(self) -> Tuple[int, int]:
+    """Query and key lengths must be multiples of these (the largest block of each)."""
+    return (max(self.fwd[0], self.dq[0], self.dkv[0]), max(self.fwd[1], self.dq[1], self.dkv[1]))
+
+
+def choose_tuning(head_dim: int, itemsize: int, q_len: int, kv_len: int) -> Tuning:
+  """The measured-best tuning for bf16 at head_dim <= 128 (BENCHMARKS.md), with blocks shrunk so that wider
+  heads or float32 keep the same bytes per tile (shared memory is 227 KiB per block on an H100), and short
+  sequences are not padded past the next power of two."""
+  base = Tuning()
+  shrink = max(1, (head_dim * itemsize) // (128 * 2))
+  fit = lambda rows, length: max(16, min(rows // shrink, 1 << max(length - 1, 0).bit_length()))
+  pair = lambda blocks: (fit(blocks[0], q_len), fit(blocks[1], kv_len))
+  return dataclasses.replace(base, fwd=pair(base.fwd), dq=pair(base.dq), dkv=pair(base.dkv))

@@ -38,17 +38,27 @@ def _fit(size: int, preferred: int, align: int) -> int:
 
 
 def block_sizes(backend: str, c: int, k: int, n: int):
-  """(block_m, block_n, block_k): TPU tiles align to (8, 128); GPU blocks are powers of two >= 16 or whole."""
+  """(block_m, block_n, block_k). TPU tiles align to (8, 128) and divide the sizes; GPU (Triton) blocks are
+  powers of two >= 16, and `_pallas` pads the sizes up to multiples of them."""
   if backend == "tpu":
     return _fit(c, 256, 8), _fit(n, 512, 128), _fit(k, 512, 128)
-  pow2 = lambda size, cap: next((b for b in (cap, cap // 2, cap // 4, 16) if size % b == 0 and b <= size), size)
+  pow2 = lambda size, cap: max(16, min(cap, 1 << max(size - 1, 0).bit_length()))
   return pow2(c, 64), pow2(n, 128), pow2(k, 64)
 
 
+def _pad_to(x, axis: int, multiple: int):
+  extra = -x.shape[axis] % multiple
+  return x if not extra else jnp.pad(x, [(0, extra if a == axis else 0) for a in range(x.ndim)])
+
+
 def _pallas(lhs, rhs, counts, backend, interpret):
-  bm, bn, bk = block_sizes(backend, lhs.shape[2], lhs.shape[3], rhs.shape[2])
+  c, n = lhs.shape[2], rhs.shape[2]
+  bm, bn, bk = block_sizes(backend, c, lhs.shape[3], n)
   module = tpu if backend == "tpu" else gpu
-  return module.grouped_matmul(lhs, rhs, counts, block_m=bm, block_n=bn, block_k=bk, interpret=interpret)
+  # Padded rows lie past every count (zero output), padded K contributes zeros, padded columns are cut off.
+  lhs, rhs = _pad_to(_pad_to(lhs, 2, bm), 3, bk), _pad_to(_pad_to(rhs, 1, bk), 2, bn)
+  out = module.grouped_matmul(lhs, rhs, counts, block_m=bm, block_n=bn, block_k=bk, interpret=interpret)
+  return out[:, :, :c, :n]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))

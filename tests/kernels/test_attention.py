@@ -9,42 +9,11 @@ import pytest
 from jax.experimental import topologies
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from shardline.kernels.attention import api, reference, tpu
+from shardline.kernels.attention import api, gpu, reference, tpu
 from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.tasks import digits
 from tests import helpers
-
-# (batch, length, heads, head_dim, mask kind, block size, segment ids, block prefix)
-CASES = [
-    (2, 64, 2, 64, "none", None, False, None),
-    (2, 37, 2, 64, "none", None, True, None),        # odd length, padding mask
-    (1, 100, 2, 128, "causal", None, False, None),
-    (1, 156, 1, 128, "block_causal", 39, False, 36),  # MGDT: 4 timesteps x (36 patches + 3 causal tokens)
-    (1, 50, 1, 256, "causal", None, True, None),
-    (1, 24, 2, 64, "block_causal", 6, True, None),   # whole blocks visible
-]
-
-
-def _inputs(b, l, h, d, dtype, seg):
-  keys = jax.random.split(jax.random.PRNGKey(l * d), 4)
-  q, k, v, do = [jax.random.normal(key, (b, l, h, d), jnp.float32).astype(dtype) for key in keys]
-  segments = None
-  if seg:  # two sequences packed per row, the second one shorter, and padding (id 0) at the end
-    pos = jnp.arange(l)[None].repeat(b, 0)
-    segments = jnp.where(pos < l // 2, 1, jnp.where(pos < l - 5, 2, 0)).astype(jnp.int32)
-  return q, k, v, do, segments
-
-
-def _compare(fn, ref, q, k, v, do, dtype):
-  out, vjp = jax.vjp(fn, q, k, v)
-  ref_out, ref_vjp = jax.vjp(ref, q, k, v)
-  tol = helpers.tolerance(dtype, scale=10 if dtype == jnp.float32 else 1)
-  f32 = lambda x: np.asarray(x, np.float32)
-  np.testing.assert_allclose(f32(out), f32(ref_out), **tol)
-  for name, got, want in zip(("dq", "dk", "dv"), vjp(do), ref_vjp(do)):
-    scale = max(float(jnp.max(jnp.abs(want.astype(jnp.float32)))), 1.0)
-    np.testing.assert_allclose(f32(got) / scale, f32(want) / scale, **tol, err_msg=name)
-
+from tests.kernels.attention_cases import CASES, compare as _compare, inputs as _inputs
 
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[4]}-l{c[1]}-d{c[3]}{'-seg' if c[6] else ''}")
@@ -101,8 +70,9 @@ def test_validation_messages():
     api.attention(x, x, x, q_segment_ids=jnp.zeros((1, 8), jnp.int32))
   with pytest.raises(ValueError, match="cudnn attention supports"):
     api.attention(x, x, x, mask_kind="block_causal", block_size=4, implementation="cudnn")
-  assert api.block_sizes("tpu", 256, 256, 128) == (256, 256)
-  assert api.block_sizes("gpu", 37, 37, 64) == (64, 64)
+  assert api.block_sizes(256, 256) == (256, 256)
+  assert gpu.choose_tuning(64, 4, 37, 37).padding_multiple() == (64, 64)  # not padded past a power of two
+  assert gpu.choose_tuning(256, 4, 1024, 1024).fwd == (32, 16)  # 4x the bytes per row: a quarter of the rows
 
 
 @pytest.mark.parametrize("d", [64, 128, 256])

@@ -1,0 +1,108 @@
+"""The Pallas kernels compiled natively for a GPU (Triton), against the XLA reference; skipped without a GPU.
+
+Run on a GPU machine with `JAX_PLATFORMS=cuda python -m pytest tests/kernels/test_gpu_native.py`. float32
+matmuls on GPUs run as TF32 in both the kernels and XLA by default, so the reference is computed at 'highest'
+precision and float32 tolerances are those of TF32 (METHOD: ~3e-4 relative, here 2e-3).
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from shardline.kernels.attention import api, reference
+from shardline.kernels.moe import api as moe_api, reference as moe_reference
+from shardline.models.vit22b.classifier import ImageClassifier
+from tests import helpers
+from tests.kernels.attention_cases import CASES, compare, inputs
+
+pytestmark = pytest.mark.skipif(jax.devices()[0].platform != "gpu", reason="needs a GPU (native Triton kernels)")
+
+TF32_SCALE = 100  # x the float32 tolerance of 2e-5
+
+
+def _highest(fn):
+  def wrapped(*args):
+    with jax.default_matmul_precision("highest"):
+      return fn(*args)
+  return wrapped
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[4]}-l{c[1]}-d{c[3]}{'-seg' if c[6] else ''}")
+def test_native_kernel_matches_reference_float32(case):
+  b, l, h, d, kind, block, seg, prefix = case
+  q, k, v, do, segments = inputs(b, l, h, d, jnp.float32, seg)
+  masks = dict(mask_kind=kind, block_size=block, q_segment_ids=segments, kv_segment_ids=segments,
+               block_prefix=prefix)
+  compare(lambda q, k, v: api.flash_attention(q, k, v, backend="gpu", interpret=False, **masks),
+          _highest(lambda q, k, v: reference.attention(q, k, v, **masks)), q, k, v, do, jnp.float32,
+          scale=TF32_SCALE)
+
+
+@pytest.mark.parametrize("d", [64, 128, 256])
+@pytest.mark.parametrize("kind, block, prefix", [("none", None, None), ("causal", None, None),
+                                                 ("block_causal", 39, 36)])
+def test_native_kernel_matches_reference_bfloat16(d, kind, block, prefix):
+  q, k, v, do, _ = inputs(2, 156, 4, d, jnp.bfloat16, False)
+  masks = dict(mask_kind=kind, block_size=block, block_prefix=prefix)
+  compare(lambda q, k, v: api.flash_attention(q, k, v, backend="gpu", interpret=False, **masks),
+          lambda q, k, v: reference.attention(q, k, v, **masks), q, k, v, do, jnp.bfloat16)
+
+
+def test_native_kernel_is_a_triton_call_and_skips_nothing_it_needs():
+  """The compiled program holds the Triton kernels (not an XLA fallback), and a poisoned cotangent shows."""
+  q, k, v, do, _ = inputs(1, 256, 2, 128, jnp.bfloat16, False)
+  fn = jax.jit(jax.grad(lambda q, k, v: jnp.sum(api.flash_attention(q, k, v, backend="gpu", interpret=False)
+                                               .astype(jnp.float32)), argnums=(0, 1, 2)))
+  text = fn.lower(q, k, v).compile().as_text()
+  calls = [line for line in text.splitlines() if "custom-call" in line and "triton" in line]
+  assert len(calls) >= 2, text[:3000]  # the forward kernel and the backward kernel(s)
+  grads = fn(q, k, v)
+  assert all(bool(jnp.all(jnp.isfinite(g.astype(jnp.float32)))) for g in grads)
+
+
+@pytest.mark.parametrize("e, g, c, k, n, dtype", [(4, 2, 64, 128, 256, "float32"), (8, 2, 48, 256, 128, "bfloat16"),
+                                                 (4, 2, 25, 96, 200, "bfloat16")])  # sizes padded to powers of two
+def test_native_grouped_matmul_matches_reference(e, g, c, k, n, dtype):
+  keys = jax.random.split(jax.random.PRNGKey(e * c + n), 4)
+  lhs = jax.random.normal(keys[0], (e, g, c, k), jnp.float32).astype(dtype)
+  rhs = (jax.random.normal(keys[1], (e, k, n), jnp.float32) / np.sqrt(k)).astype(dtype)
+  counts = jax.random.randint(keys[2], (e, g), 0, c + 1).at[0, 0].set(0).at[-1, -1].set(c)
+  lhs = jnp.where(moe_reference.row_mask(counts, c), lhs, 0)
+  d_out = jax.random.normal(keys[3], (e, g, c, n), jnp.float32).astype(dtype)
+  kernel = lambda a, b: moe_api.grouped_matmul(a, b, counts, "pallas", backend="gpu", interpret=False)
+  ref = _highest(lambda a, b: moe_reference.grouped_matmul(a, b, counts))
+  out, vjp = jax.vjp(kernel, lhs, rhs)
+  ref_out, ref_vjp = jax.vjp(ref, lhs, rhs)
+  scale = TF32_SCALE if dtype == "float32" else 5
+  f32 = lambda x: np.asarray(x, np.float32)
+  np.testing.assert_allclose(f32(out), f32(ref_out), **helpers.tolerance(dtype, scale=scale))
+  for got, want in zip(vjp(d_out), ref_vjp(d_out)):
+    largest = max(float(jnp.max(jnp.abs(want.astype(jnp.float32)))), 1.0)
+    np.testing.assert_allclose(f32(got) / largest, f32(want) / largest, **helpers.tolerance(dtype, scale=scale))
+
+
+def test_vit22b_trains_natively_with_pallas_attention():
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.standard_normal((16, 8, 8, 1)), jnp.float32),
+           "label": jnp.asarray(rng.integers(0, 10, 16), jnp.int32)}
+  losses = {}
+  for impl in ("xla", "pallas"):
+    model = ImageClassifier(helpers.tiny_vit(attention_impl=impl, depth=2, head="gap", head_dim=64))
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), batch))
+    tx = optax.adam(1e-3)
+
+    @jax.jit
+    def step(params, opt, model=model, tx=tx):
+      loss, grads = jax.value_and_grad(lambda p: model.loss_and_metrics(p, batch, None)[0])(params)
+      updates, opt = tx.update(grads, opt, params)
+      return optax.apply_updates(params, updates), opt, loss
+
+    opt, run = tx.init(params), []
+    for _ in range(5):
+      params, opt, loss = step(params, opt)
+      run.append(float(loss))
+    losses[impl] = run
+  np.testing.assert_allclose(losses["pallas"], losses["xla"], rtol=2e-3)
+  assert losses["pallas"][-1] < losses["pallas"][0]
