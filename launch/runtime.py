@@ -1,4 +1,5 @@
 """Process-wide JAX settings that must be made before the backends start, bound by gin as `runtime`."""
+import glob
 import os
 from typing import Optional
 
@@ -25,6 +26,15 @@ def set_cpu_xla_flags() -> None:
   os.environ["XLA_FLAGS"] = flags
 
 
+# Device files through which TPUs (accel, vfio), NVIDIA GPUs and AMD GPUs (kfd) are attached to a host.
+ACCELERATOR_DEVICE_FILES = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*", "/dev/kfd")
+
+
+def accelerator_attached() -> bool:
+  """Whether this host has any TPU or GPU device file; without one, JAX can only use the CPU."""
+  return any(glob.glob(pattern) for pattern in ACCELERATOR_DEVICE_FILES)
+
+
 @gin.configurable("runtime")
 def configure(cpu_devices: Optional[int] = None, compilation_cache_dir: Optional[str] = None,
               matmul_precision: str = "default") -> None:
@@ -37,6 +47,10 @@ def configure(cpu_devices: Optional[int] = None, compilation_cache_dir: Optional
     matmul_precision: jax_default_matmul_precision.
   """
   set_cpu_xla_flags()
+  if not os.environ.get("JAX_PLATFORMS") and not accelerator_attached():
+    # Otherwise the installed libtpu (the `tpu` extra, for ahead-of-time compiles) probes for a TPU and logs
+    # errors about TPU worker hostnames before JAX falls back to the CPU.
+    jax.config.update("jax_platforms", "cpu")
   if cpu_devices:
     jax.config.update("jax_num_cpu_devices", int(cpu_devices))
   if compilation_cache_dir is None:
