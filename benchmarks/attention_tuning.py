@@ -29,7 +29,7 @@ def _kernel_fn(kernel, q, k, v, do, kv_len, mask, block, blocks, warps, stages):
   if kernel == "fwd":
     return jax.jit(lambda q, k, v: gpu.forward(q, k, v, None, None, **common))
   o, lse = gpu.forward(q, k, v, None, None, **dict(common, block_q=64, block_k=64, num_warps=4, num_stages=2))
-  delta = jnp.einsum("blhd,blhd->bhl", o.astype(jnp.float32), do.astype(jnp.float32))
+  delta = jnp.einsum("blhd,blhd->bhl", o.astype(jnp.float32), do.astype(jnp.float32))  # rowsum(o * do): [b, h, l]
   fn = gpu.dq if kernel == "dq" else gpu.dkv
   return jax.jit(lambda q, k, v: fn(q, k, v, None, None, do, lse, delta, **common))
 
