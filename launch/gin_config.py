@@ -141,7 +141,8 @@ def _unbind_references_to(skipped: Sequence[str]) -> None:
       refs = [v for v in gin_config_lib._iterate_flattened_values(value)  # pylint: disable=protected-access
               if isinstance(v, gin_config_lib._UnknownConfigurableReference)]  # pylint: disable=protected-access
       if any(ref.selector in skipped for ref in refs):
-        gin.bind_parameter(gin_config_lib._format_binding_key(scope, selector, param), None)  # pylint: disable=protected-access
+        key = gin_config_lib._format_binding_key(scope, selector, param)  # pylint: disable=protected-access
+        gin.bind_parameter(key, None)
 
 
 def parse(gin_files: Sequence[str], bindings: Iterable[str] = (), search_paths: Sequence[str] = (),
