@@ -13,6 +13,7 @@ import math
 import re
 from typing import Dict, Optional
 
+from shardline.kernels import kernel_names
 from shardline.partitioning import hlo_text
 
 _DIMS = re.compile(r"(lhs_contracting_dims|rhs_contracting_dims|lhs_batch_dims)=\{([\d,]*)\}")
@@ -21,7 +22,6 @@ _DIM_LABELS = re.compile(r"dim_labels=(\w+)_(\w+)->(\w+)")
 _GROUPS = re.compile(r"feature_group_count=(\d+)")
 _FIRST_ARRAY = re.compile(r"^\(?\s*[a-z]\w*\[([\d,]*)\]")
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
-_NAMED_FLOPS = re.compile(r'name = "\w*_flops(\d+)"')
 _GEMM_CONTRACTING = re.compile(r'"lhs_contracting_dimensions":\[([^\]]*)\]')
 
 
@@ -105,19 +105,14 @@ def _library_call_flops(target: str, instr: hlo_text.Instruction, shapes) -> Opt
   return None
 
 
-def flops_name(name: str, flops: float) -> str:
-  """A GPU (Triton) kernel name that carries the kernel's FLOPs, which its HLO call keeps no other way."""
-  return f"{name}_flops{int(flops)}"
-
-
 def _custom_call_flops(instr: hlo_text.Instruction, shapes) -> float:
   """cuBLAS/cuDNN calls count as their dot or convolution; a Pallas kernel carries its declared FLOPs in its
-  backend config: on TPU as a cost estimate, on GPU in its name (`flops_name`)."""
+  backend config: on TPU as a cost estimate, on GPU in its name (`kernels/kernel_names.py`)."""
   target = _TARGET.search(instr.attributes)
   library = _library_call_flops(target.group(1), instr, shapes) if target else None
   if library is not None:
     return library
-  named = _NAMED_FLOPS.search(instr.attributes)
+  named = kernel_names.FLOPS_IN_NAME.search(instr.attributes)
   if named:
     return float(named.group(1))
   match = re.search(r'"flops":\s*"?(\d+)', instr.attributes)

@@ -21,7 +21,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
 from shardline.kernels.attention import masking
-from shardline.training import hlo_flops
+from shardline.kernels import kernel_names
 
 F32 = jnp.float32
 
@@ -127,7 +127,7 @@ def _call(kernel, grid, in_specs, out_specs, out_shape, interpret, num_warps, nu
   name = f"attention_{kernel.func.__name__.strip('_').removesuffix('_kernel')}"
   return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
                         compiler_params=plt.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-                        interpret=interpret, cost_estimate=cost, name=hlo_flops.flops_name(name, cost.flops))
+                        interpret=interpret, cost_estimate=cost, name=kernel_names.with_flops(name, cost.flops))
 
 
 def _cost(q, k, kv_len, mask_kind, block_size, block_prefix, matmuls, tensors):

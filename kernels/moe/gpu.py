@@ -12,7 +12,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from shardline.training import hlo_flops
+from shardline.kernels import kernel_names
 
 
 def _kernel(counts_ref, lhs_ref, rhs_ref, out_ref, *, block_m, block_k):
@@ -47,7 +47,7 @@ def grouped_matmul(lhs, rhs, counts, *, block_m, block_n, block_k, interpret=Fal
       compiler_params=plt.CompilerParams(num_warps=num_warps, num_stages=num_stages),
       cost_estimate=pl.CostEstimate(flops=2 * e * g * c * k * n, transcendentals=0,
                                     bytes_accessed=(e * g * c * (k + n) + e * k * n) * lhs.dtype.itemsize),
-      name=hlo_flops.flops_name("grouped_matmul", 2 * e * g * c * k * n),
+      name=kernel_names.with_flops("grouped_matmul", 2 * e * g * c * k * n),
       interpret=interpret,
   )(counts.reshape(-1).astype(jnp.int32), lhs.reshape(e * g, c, k), rhs)
   return out.reshape(e, g, c, n)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from shardline.kernels import kernel_names
 from shardline.models.vit22b import flops as vit_flops
 from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.training import flops as flops_lib
@@ -74,7 +75,7 @@ def test_gpu_library_calls_are_counted(name, expected):
 
 
 def test_triton_kernels_carry_their_flops_in_their_name():
-  name = hlo_flops.flops_name("attention_forward", 268435456)
+  name = kernel_names.with_flops("attention_forward", 268435456)
   text = ('ENTRY %m (x: f32[4]) -> f32[4] {\n  %x = f32[4]{0} parameter(0)\n'
           '  ROOT %k = f32[4]{0} custom-call(%x), custom_call_target="__gpu$xla.gpu.triton", '
           f'backend_config={{debug = false, grid_x = 2 : i32, name = "{name}", num_warps = 8 : i32}}\n}}\n')
