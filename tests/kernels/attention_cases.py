@@ -1,9 +1,13 @@
 """Attention test cases shared by the interpret-mode tests and the native GPU tests: shapes and masks, random
-inputs, and the forward and dq/dk/dv comparison against the reference."""
+inputs, the forward and dq/dk/dv comparison against the reference, and a tiny ViT-22B trained with each
+implementation."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from shardline.models.vit22b.classifier import ImageClassifier
 from tests import helpers
 
 # (batch, length, heads, head_dim, mask kind, block size, segment ids, block prefix)
@@ -38,3 +42,25 @@ def compare(fn, ref, q, k, v, do, dtype, scale=None):
   for name, got, want in zip(("dq", "dk", "dv"), vjp(do), ref_vjp(do)):
     largest = max(float(jnp.max(jnp.abs(want.astype(jnp.float32)))), 1.0)
     np.testing.assert_allclose(f32(got) / largest, f32(want) / largest, **tol, err_msg=name)
+
+
+def vit_losses(batch, steps: int, learning_rate: float, **vit_overrides) -> dict:
+  """attention_impl -> the training losses of `steps` Adam steps of a tiny ViT-22B, for 'xla' and 'pallas'."""
+  losses = {}
+  for impl in ("xla", "pallas"):
+    model = ImageClassifier(helpers.tiny_vit(attention_impl=impl, head="gap", **vit_overrides))
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), batch))
+    tx = optax.adam(learning_rate)
+
+    @jax.jit
+    def step(params, opt, model=model, tx=tx):
+      loss, grads = jax.value_and_grad(lambda p: model.loss_and_metrics(p, batch, None)[0])(params)
+      updates, opt = tx.update(grads, opt, params)
+      return optax.apply_updates(params, updates), opt, loss
+
+    opt, run = tx.init(params), []
+    for _ in range(steps):
+      params, opt, loss = step(params, opt)
+      run.append(float(loss))
+    losses[impl] = run
+  return losses

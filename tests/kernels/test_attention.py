@@ -1,19 +1,15 @@
 """Flash attention: both Pallas kernels (GPU/Triton and TPU/Mosaic, in interpret mode on CPU) against the
 reference for every mask kind, odd lengths and head dims, forward and dq/dk/dv; TPU AOT compiles; models."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.experimental import topologies
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from shardline.kernels.attention import api, gpu, reference, tpu
-from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.tasks import digits
-from tests import helpers
-from tests.kernels.attention_cases import CASES, compare as _compare, inputs as _inputs
+from tests.kernels.attention_cases import CASES, compare as _compare, inputs as _inputs, vit_losses
 
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[4]}-l{c[1]}-d{c[3]}{'-seg' if c[6] else ''}")
@@ -98,22 +94,6 @@ def test_tpu_kernels_compile_for_tpu_v4(d, kind, block, seg, prefix):
 def test_vit22b_trains_with_pallas_attention_in_interpret_mode():
   data = digits.load_split("train")
   batch = {"image": data["image"][:8], "label": data["label"][:8]}
-  losses = {}
-  for impl in ("xla", "pallas"):
-    model = ImageClassifier(helpers.tiny_vit(attention_impl=impl, depth=1, head="gap"))
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), batch))
-    tx = optax.adam(1e-2)
-
-    @jax.jit
-    def step(params, opt, model=model, tx=tx):
-      loss, grads = jax.value_and_grad(lambda p: model.loss_and_metrics(p, batch, None)[0])(params)
-      updates, opt = tx.update(grads, opt, params)
-      return optax.apply_updates(params, updates), opt, loss
-
-    opt, run = tx.init(params), []
-    for _ in range(3):
-      params, opt, loss = step(params, opt)
-      run.append(float(loss))
-    losses[impl] = run
+  losses = vit_losses(batch, steps=3, learning_rate=1e-2, depth=1)
   np.testing.assert_allclose(losses["pallas"], losses["xla"], rtol=1e-4)
   assert losses["pallas"][-1] < losses["pallas"][0]

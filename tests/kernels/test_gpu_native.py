@@ -4,18 +4,15 @@ Run on a GPU machine with `JAX_PLATFORMS=cuda python -m pytest tests/kernels/tes
 matmuls on GPUs run as TF32 in both the kernels and XLA by default, so the reference is computed at 'highest'
 precision and float32 tolerances are those of TF32 (METHOD: ~3e-4 relative, here 2e-3).
 """
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from shardline.kernels.attention import api, reference
 from shardline.kernels.moe import api as moe_api, reference as moe_reference
-from shardline.models.vit22b.classifier import ImageClassifier
 from tests import helpers
-from tests.kernels.attention_cases import CASES, compare, inputs
+from tests.kernels.attention_cases import CASES, compare, inputs, vit_losses
 
 pytestmark = pytest.mark.skipif(jax.devices()[0].platform != "gpu", reason="needs a GPU (native Triton kernels)")
 
@@ -87,22 +84,6 @@ def test_vit22b_trains_natively_with_pallas_attention():
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.standard_normal((16, 8, 8, 1)), jnp.float32),
            "label": jnp.asarray(rng.integers(0, 10, 16), jnp.int32)}
-  losses = {}
-  for impl in ("xla", "pallas"):
-    model = ImageClassifier(helpers.tiny_vit(attention_impl=impl, depth=2, head="gap", head_dim=64))
-    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), batch))
-    tx = optax.adam(1e-3)
-
-    @jax.jit
-    def step(params, opt, model=model, tx=tx):
-      loss, grads = jax.value_and_grad(lambda p: model.loss_and_metrics(p, batch, None)[0])(params)
-      updates, opt = tx.update(grads, opt, params)
-      return optax.apply_updates(params, updates), opt, loss
-
-    opt, run = tx.init(params), []
-    for _ in range(5):
-      params, opt, loss = step(params, opt)
-      run.append(float(loss))
-    losses[impl] = run
+  losses = vit_losses(batch, steps=5, learning_rate=1e-3, depth=2, head_dim=64)
   np.testing.assert_allclose(losses["pallas"], losses["xla"], rtol=2e-3)
   assert losses["pallas"][-1] < losses["pallas"][0]
