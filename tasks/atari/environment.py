@@ -20,8 +20,8 @@ FRAME_SKIP = 4
 STICKY_ACTION_PROBABILITY = 0.25
 
 # ROM names in ale-py for the games shardline uses by default.
-ROMS = {"Breakout": "breakout", "Pong": "pong", "Freeway": "freeway", "Boxing": "boxing",
-        "SpaceInvaders": "space_invaders"}
+ROMS = {"Breakout": "breakout", "Pong": "pong", "Freeway": "freeway", "Enduro": "enduro",
+        "RoadRunner": "road_runner", "Boxing": "boxing", "SpaceInvaders": "space_invaders"}
 
 
 def _ale():

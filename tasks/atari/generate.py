@@ -18,7 +18,7 @@ import numpy as np
 
 from shardline.tasks.atari import environment, episodes, policies
 
-DEFAULT_GAMES = ("Breakout", "Pong", "Freeway", "Boxing", "SpaceInvaders")
+DEFAULT_GAMES = ("Breakout", "Pong", "Freeway", "Enduro", "RoadRunner")
 
 
 def play_episode(game: str, kind: str, seed: int, max_steps: int) -> episodes.Episode:

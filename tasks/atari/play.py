@@ -27,8 +27,10 @@ from shardline.tasks.atari import environment, generate, task  # noqa: E402
 # Published per-game scores of a uniformly random policy and of a human tester (Mnih et al., 2015; the
 # normalisation the MGDT paper uses). Full episodes; shardline's episodes stop at max_steps, which makes
 # human-normalised scores of capped play conservative.
-RANDOM_SCORES = {"Breakout": 1.7, "Pong": -20.7, "Freeway": 0.0, "Boxing": 0.1, "SpaceInvaders": 148.0}
-HUMAN_SCORES = {"Breakout": 30.5, "Pong": 14.6, "Freeway": 29.6, "Boxing": 12.1, "SpaceInvaders": 1668.7}
+RANDOM_SCORES = {"Breakout": 1.7, "Pong": -20.7, "Freeway": 0.0, "Enduro": 0.0, "RoadRunner": 11.5, "Boxing": 0.1,
+                 "SpaceInvaders": 148.0}
+HUMAN_SCORES = {"Breakout": 30.5, "Pong": 14.6, "Freeway": 29.6, "Enduro": 860.5, "RoadRunner": 7845.0,
+                "Boxing": 12.1, "SpaceInvaders": 1668.7}
 
 
 def human_normalised(game: str, score: float) -> float:

@@ -2,8 +2,10 @@
 
   * random: uniform over the 18 actions;
   * sticky-random: keeps its previous action with probability 0.8;
-  * scripted heuristics that read the game's RAM: Pong and Breakout move the paddle toward the ball, Freeway
-    walks up, Boxing closes in and punches, SpaceInvaders fires while drifting;
+  * scripted heuristics: Pong and Breakout move the paddle toward the ball (read from the game's RAM), Freeway
+    walks up, Enduro accelerates while weaving, RoadRunner runs left while weaving; Boxing closes in and punches
+    and SpaceInvaders fires while drifting, but those two score no better than random (see README), so the
+    default games leave them out;
   * epsilon-mixtures: the heuristic with probability 1 - epsilon, else random.
 Actions use ALE's full action set: 0 NOOP, 1 FIRE, 2 UP, 3 RIGHT, 4 LEFT, 5 DOWN, 10 UPFIRE, 11 RIGHTFIRE,
 12 LEFTFIRE, ...
@@ -13,6 +15,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 NOOP, FIRE, UP, RIGHT, LEFT, DOWN = 0, 1, 2, 3, 4, 5
+UPLEFT, DOWNLEFT = 7, 9
 UPFIRE, RIGHTFIRE, LEFTFIRE = 10, 11, 12
 
 
@@ -34,6 +37,14 @@ def _freeway(ram: np.ndarray, rng) -> int:
   return UP
 
 
+def _enduro(ram: np.ndarray, rng) -> int:
+  return int(rng.choice([FIRE, FIRE, RIGHTFIRE, LEFTFIRE]))  # FIRE accelerates
+
+
+def _road_runner(ram: np.ndarray, rng) -> int:
+  return int(rng.choice([LEFT, LEFT, UPLEFT, DOWNLEFT]))  # run from the coyote, picking up seeds
+
+
 def _boxing(ram: np.ndarray, rng) -> int:
   dx, dy = int(ram[33]) - int(ram[32]), int(ram[35]) - int(ram[34])  # opponent minus player
   if abs(dx) < 30 and abs(dy) < 10:
@@ -45,8 +56,8 @@ def _space_invaders(ram: np.ndarray, rng) -> int:
   return int(rng.choice([FIRE, RIGHTFIRE, LEFTFIRE]))
 
 
-HEURISTICS: Dict[str, Callable] = {"Pong": _pong, "Breakout": _breakout, "Freeway": _freeway,
-                                   "Boxing": _boxing, "SpaceInvaders": _space_invaders}
+HEURISTICS: Dict[str, Callable] = {"Pong": _pong, "Breakout": _breakout, "Freeway": _freeway, "Enduro": _enduro,
+                                   "RoadRunner": _road_runner, "Boxing": _boxing, "SpaceInvaders": _space_invaders}
 KINDS = ("random", "sticky_random", "heuristic", "epsilon_0.3", "epsilon_0.6")
 
 

@@ -1,10 +1,11 @@
 """The Atari data: the environment and the generator are deterministic for a seed; episodes round-trip
-through ArrayRecord; windows; a malformed record stops with a clear error."""
+through ArrayRecord; windows; a malformed record stops with a clear error; every known game has a ROM, a
+scripted policy and published random and human scores."""
 import numpy as np
 import pytest
 
 from shardline.partitioning.errors import UserError
-from shardline.tasks.atari import environment, episodes, generate, task
+from shardline.tasks.atari import environment, episodes, generate, play, policies, task
 
 
 def test_environment_is_deterministic_and_preprocessed():
@@ -22,6 +23,17 @@ def test_environment_is_deterministic_and_preprocessed():
   assert a[0].shape == (31, 84, 84) and a[0].dtype == np.uint8
   assert len(environment.AtariEnv("Pong", 0).actions) == environment.NUM_ACTIONS
   assert not np.array_equal(a[0], c[0]) or a[1] != c[1]  # sticky actions follow the seed
+
+
+def test_every_known_game_has_a_rom_a_scripted_policy_and_published_scores():
+  for game in environment.ROMS:
+    assert game in policies.HEURISTICS and game in play.RANDOM_SCORES and game in play.HUMAN_SCORES, game
+    assert play.HUMAN_SCORES[game] > play.RANDOM_SCORES[game]
+  assert set(generate.DEFAULT_GAMES) <= set(environment.ROMS)
+  rng = np.random.default_rng(0)
+  for game in generate.DEFAULT_GAMES:
+    action = policies.Policy("heuristic", game, rng).act(np.zeros(128, np.uint8))
+    assert 0 <= action < environment.NUM_ACTIONS
 
 
 def test_generator_is_deterministic_and_round_trips(tmp_path):
