@@ -11,10 +11,11 @@ os.environ.setdefault("SHARDLINE_COMPILATION_CACHE", os.path.join(_REPO, ".cache
 
 from shardline.launch import runtime  # noqa: E402  pylint: disable=g-import-not-at-top
 
-runtime.set_cpu_xla_flags()
+CPU_DEVICES = 8
+runtime.set_cpu_xla_flags(CPU_DEVICES)
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 
-jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
 jax.config.update("jax_compilation_cache_dir", os.environ["SHARDLINE_COMPILATION_CACHE"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 

@@ -92,10 +92,10 @@ def _train_losses(linear_impl, steps=20):
   return np.array(losses)
 
 
-# XLA:CPU's in-process collectives sometimes deadlock on this 8-device training step (seen in about 1 run in 3
-# on the 2-core CI machine, alone or beside another worker; it passes in ~30 s otherwise). The runtime, not the
-# ops, hangs: the same step on GPUs runs its permutes in program order. So the training runs in a subprocess
-# with a time limit, and a run that hangs is tried once more; a mismatch still fails at once.
+# XLA:CPU's in-process collectives deadlocked on this 8-device training step when its thread pools had one
+# thread per device (3 of 5 runs on the 2-core machine); `runtime.set_cpu_xla_flags` now sizes them by $NPROC
+# (0 of 5). The training still runs in a subprocess with a time limit, so that a hang fails in minutes rather
+# than at XLA's 10-minute collective timeout, and a run that hangs is tried once more; a mismatch fails at once.
 _TRAIN_IN_SUBPROCESS = ("import json, sys\n"
                         "import tests.conftest  # 8 CPU devices, the XLA flags, the compilation cache\n"
                         "from tests.partitioning import test_async_linear as t\n"
