@@ -69,17 +69,11 @@ class _Loop:
                  "data": {"task": task, "split": splits[0], "seed": seed, "global_batch": batch_size}}
     self.summaries = None  # opened by train(), after restore_or_init has checked the MODEL_DIR
     self.device_kind = jax.devices()[0].device_kind
-    # On CPU, one program with collectives at a time:
-    #  * gloo (multi-process CPU) pairs collectives by order, and asynchronous dispatch lets a process reach the
-    #    next program's collectives (or orbax's barriers) while its peer is still in the previous one;
-    #  * with several simulated devices in one process, XLA:CPU launches each device's part of a program from a
-    #    pool of one thread per device, and each launch thread blocks until its part is done. With two steps in
-    #    flight the pool can run dry: the native stacks of a hung MGDT run show 7 launch threads blocked while
-    #    their devices wait in an all-reduce for the 8th device, whose launch thread waits for that device's
-    #    previous program to finish. XLA aborts such a run after its collective timeout.
-    # GPU and TPU collectives are stream-ordered and need no such waits.
-    self.serialize_steps = jax.default_backend() == "cpu" and (jax.process_count() > 1
-                                                                or jax.local_device_count() > 1)
+    # Gloo (multi-process CPU) pairs collectives by order, and asynchronous dispatch lets a process reach the
+    # next program's collectives (or orbax's barriers) while its peer is still in the previous one. GPU and TPU
+    # collectives are stream-ordered and need no such waits. (Simulated devices in one process need none
+    # either once XLA:CPU's thread pools have headroom: runtime.set_cpu_xla_flags.)
+    self.serialize_steps = jax.process_count() > 1 and jax.default_backend() == "cpu"
     self.last_train: Dict[str, float] = {}
     self.last_eval: Dict[str, float] = {}
 
