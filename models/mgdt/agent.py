@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from shardline.models import base
-from shardline.models.mgdt import sampling, tokens
+from shardline.models.mgdt import augment, sampling, tokens
 from shardline.models.mgdt.config import MGDTConfig
 from shardline.models.mgdt.model import MultiGameDecisionTransformer
 from shardline.partitioning import axes
@@ -20,15 +20,18 @@ class DecisionTransformerAgent(base.BaseModel):
   Args:
     config: the architecture.
     kappa: the optimality bias for play; return_temperature, action_temperature: sampling temperatures.
+    shift_pad: training windows are shifted by up to this many pixels (augment.random_shift); 0 (the paper's
+      setting) trains on the frames as they are. Evaluation and play never shift.
     player: plays games with a checkpoint for `shardline infer` (tasks.atari.play.play_atari in gin); models
       never import the emulator themselves.
   """
 
   def __init__(self, config: MGDTConfig = gin.REQUIRED, kappa: float = 10.0, return_temperature: float = 1.0,
-               action_temperature: float = 1.0, player: Optional[Callable] = None):
+               action_temperature: float = 1.0, shift_pad: int = 0, player: Optional[Callable] = None):
     self.config = config
     self.module = MultiGameDecisionTransformer(config)
     self.kappa, self.return_temperature, self.action_temperature = kappa, return_temperature, action_temperature
+    self.shift_pad = shift_pad
     self.player = player
 
   def batch_spec(self, batch_size: int) -> Dict[str, jax.ShapeDtypeStruct]:
@@ -63,7 +66,8 @@ class DecisionTransformerAgent(base.BaseModel):
     return nll, correct
 
   def loss_and_metrics(self, params, batch, rng):
-    del rng
+    if self.shift_pad:
+      batch = dict(batch, observations=augment.random_shift(rng, batch["observations"], self.shift_pad))
     nll, correct = self._losses(params, batch)
     one = jnp.ones((), jnp.float32)
     metrics = {f"{name}_loss": (jnp.mean(v), one) for name, v in nll.items()}

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from shardline.models.mgdt import sampling, tokens
+from shardline.models.mgdt import augment, sampling, tokens
 from shardline.models.mgdt.agent import DecisionTransformerAgent
 from shardline.models.mgdt.config import MGDTConfig
 from shardline.partitioning import rules
@@ -98,8 +98,23 @@ def test_the_flash_kernel_computes_the_model_like_xla():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
+def test_random_shift_moves_every_frame_of_a_window_by_one_offset():
+  frames = jnp.asarray(np.random.default_rng(0).integers(0, 255, (16, 3, 12, 12)).astype(np.uint8))
+  shifted = np.asarray(augment.random_shift(jax.random.PRNGKey(1), frames, 2))
+  assert shifted.shape == frames.shape and shifted.dtype == np.uint8
+  padded = np.pad(np.asarray(frames), ((0, 0), (0, 0), (2, 2), (2, 2)), mode="edge")
+  offsets = set()
+  for b in range(16):  # the window must equal the padded window cropped at one offset, for all its frames
+    found = [(i, j) for i in range(5) for j in range(5)
+             if np.array_equal(padded[b, :, i:i + 12, j:j + 12], shifted[b])]
+    assert len(found) == 1, (b, found)
+    offsets.add(found[0])
+  assert len(offsets) > 4  # windows get different offsets
+  np.testing.assert_array_equal(augment.random_shift(jax.random.PRNGKey(1), frames, 0), frames)
+
+
 def test_a_few_training_steps():
-  agent = DecisionTransformerAgent(MGDTConfig(**TINY))
+  agent = DecisionTransformerAgent(MGDTConfig(**TINY), shift_pad=4)
   partitioner = Partitioner(helpers.mesh(data=8), rules.rule_set("data"))
   tx = optax.adam(3e-3)
   setup = helpers.sharded_training(agent, partitioner, tx, 8, 3e-3)
