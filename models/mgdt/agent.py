@@ -10,6 +10,7 @@ from shardline.models.mgdt import augment, sampling, tokens
 from shardline.models.mgdt.config import MGDTConfig
 from shardline.models.mgdt.model import MultiGameDecisionTransformer
 from shardline.partitioning import axes
+from shardline.partitioning.errors import UserError
 
 
 @gin.configurable(module="mgdt")
@@ -31,6 +32,9 @@ class DecisionTransformerAgent(base.BaseModel):
     self.config = config
     self.module = MultiGameDecisionTransformer(config)
     self.kappa, self.return_temperature, self.action_temperature = kappa, return_temperature, action_temperature
+    if shift_pad < 0:
+      raise UserError(f"mgdt.DecisionTransformerAgent: shift_pad={shift_pad} must be 0 (no augmentation) or a "
+                      "positive number of pixels.")
     self.shift_pad = shift_pad
     self.player = player
 

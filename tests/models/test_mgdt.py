@@ -12,6 +12,7 @@ from shardline.models.mgdt.agent import DecisionTransformerAgent
 from shardline.models.mgdt.config import MGDTConfig
 from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
+from shardline.partitioning.errors import UserError
 from tests import helpers
 
 TINY = dict(width=32, depth=2, num_heads=2, mlp_dim=64)
@@ -111,6 +112,8 @@ def test_random_shift_moves_every_frame_of_a_window_by_one_offset():
     offsets.add(found[0])
   assert len(offsets) > 4  # windows get different offsets
   np.testing.assert_array_equal(augment.random_shift(jax.random.PRNGKey(1), frames, 0), frames)
+  with pytest.raises(UserError, match="shift_pad=-1"):
+    DecisionTransformerAgent(MGDTConfig(**TINY), shift_pad=-1)
 
 
 def test_a_few_training_steps():
