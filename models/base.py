@@ -54,12 +54,16 @@ class BaseModel(abc.ABC):
     """What identifies this model's parameters, stored with checkpoints to catch mismatched restores.
 
     Config fields named in the config's EXECUTION_FIELDS (implementations, dtypes, remat) change how a step
-    runs but not the parameters, so a run may switch them and still resume.
+    runs but not the parameters, so a run may switch them and still resume. Fields named in LATER_FIELDS were
+    added after checkpoints existed, with a default that gives the earlier model; they enter the fingerprint
+    only when set to something else, so those checkpoints still restore.
     """
     config = getattr(self, "config", None)
     if not dataclasses.is_dataclass(config):
       return {"model": type(self).__name__, "config": repr(config)}
     skip = set(getattr(config, "EXECUTION_FIELDS", ()))
+    skip |= {f.name for f in dataclasses.fields(config)
+             if f.name in getattr(config, "LATER_FIELDS", ()) and getattr(config, f.name) == f.default}
     return {"model": type(self).__name__,
             "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}}
 

@@ -85,16 +85,18 @@ class DecisionTransformerAgent(base.BaseModel):
     metrics.update({f"{name}_accuracy": base.mean_metric(v.mean(-1), weights) for name, v in correct.items()})
     return metrics
 
-  def decide(self, params, history: Dict[str, jax.Array], rng: jax.Array, kappa: float):
+  def decide(self, params, history: Dict[str, jax.Array], rng: jax.Array, kappa: float,
+             return_support: Optional[jax.Array] = None):
     """One optimality-biased decision for the last timestep of `history` ([1, k, ...] arrays; the last
-    timestep's return, action and reward are placeholders). Returns (action, return bin, attention weights of
+    timestep's return, action and reward are placeholders). `return_support` = [low, high] limits the sampled
+    return to that range (sampling.biased_return_logits). Returns (action, return bin, attention weights of
     the last block [heads, L, L] from the action pass)."""
     c = self.config
     return_rng, action_rng = jax.random.split(rng)
     inputs = (history["observations"], history["return_bins"], history["actions"], history["reward_tokens"])
     out = self.module.apply({"params": params}, *inputs)
     return_bin = sampling.sample_return(return_rng, out["return_logits"][:, -1], kappa, c.return_min,
-                                        c.return_max, self.return_temperature)
+                                        c.return_max, self.return_temperature, return_support)
     return_bins = history["return_bins"].at[:, -1].set(return_bin)
     out, state = self.module.apply({"params": params}, inputs[0], return_bins, inputs[2], inputs[3],
                                    mutable=["intermediates"])

@@ -17,11 +17,15 @@ class MGDTConfig:
     num_actions: the full ALE action set (18).
     return_min, return_max: returns-to-go are integers binned over [return_min, return_max) (120 bins).
     width, depth, num_heads, mlp_dim: the transformer.
+    condition_on_actions: True (the paper) embeds each timestep's action; False hides every action token (its
+      embedding is zeroed, its position embedding stays) in training, evaluation and play, so the policy cannot
+      copy its own action history and reads frames, returns and rewards only.
     dtype: compute dtype.
     attention_impl: 'auto', 'xla', 'pallas' or 'cudnn'; see kernels/attention/api.py. 'auto' runs the Pallas
       flash kernel (block-causal with the patches as each block's prefix) on TPU and GPU, and XLA on CPU.
   """
   EXECUTION_FIELDS = ("dtype", "attention_impl")
+  LATER_FIELDS = ("condition_on_actions",)
 
   timesteps: int = 4
   frame_size: int = 84
@@ -33,6 +37,7 @@ class MGDTConfig:
   depth: int = 4
   num_heads: int = 4
   mlp_dim: int = 512
+  condition_on_actions: bool = True
   dtype: str = "float32"
   attention_impl: str = "auto"
 

@@ -1,7 +1,8 @@
 """The MGDT network: timestep tokens, a game-agnostic transformer with the MGDT mask, and three heads.
 
   observations [B, K, 84, 84] uint8, return bins [B, K], actions [B, K], reward tokens [B, K]
-    -> per timestep: 36 patch embeddings (linear on 14 x 14 pixels), return, action and reward embeddings
+    -> per timestep: 36 patch embeddings (linear on 14 x 14 pixels), return, action and reward embeddings (the
+       action's zeroed when config.condition_on_actions is False)
     -> + position-within-timestep and timestep embeddings -> pre-LayerNorm transformer blocks, attention under
        the MGDT mask (tokens.mask_arguments): the attention kernels' block-causal mask with one timestep per
        block and the patches as its bidirectional prefix (the weights are sown for plots)
@@ -82,8 +83,10 @@ class MultiGameDecisionTransformer(nn.Module):
     patch_w = params_lib.param(self, "patch_embed", params_lib.lecun_normal(), (pixels.shape[-1], e),
                                (axes.PATCH, axes.EMBED))
     patch_tokens = jnp.einsum("bknp,pe->bkne", pixels.astype(dtype), patch_w.astype(dtype))
-    scalars = jnp.stack([embed("return_embed", cfg.num_return_bins)[return_bins],
-                         embed("action_embed", cfg.num_actions)[actions],
+    action_tokens = embed("action_embed", cfg.num_actions)[actions]  # [b, k, e]
+    if not cfg.condition_on_actions:
+      action_tokens = jnp.zeros_like(action_tokens)
+    scalars = jnp.stack([embed("return_embed", cfg.num_return_bins)[return_bins], action_tokens,
                          embed("reward_embed", 3)[reward_tokens]], axis=2).astype(dtype)  # [b, k, 3, e]
     x = jnp.concatenate([patch_tokens, scalars], axis=2)  # [b, k, n + 3, e]
     x = x + embed("position_embed", cfg.tokens_per_step)[None, None].astype(dtype)

@@ -37,8 +37,10 @@ def human_normalised(game: str, score: float) -> float:
   return (score - RANDOM_SCORES[game]) / (HUMAN_SCORES[game] - RANDOM_SCORES[game])
 
 
-def play_episode(agent, params, decide, game: str, seed: int, kappa: float, max_steps: int, capture_at: int = -1):
-  """One episode; returns (score, captured (frame, attention over its patches) or None)."""
+def play_episode(agent, params, decide, game: str, seed: int, kappa: float, max_steps: int, capture_at: int = -1,
+                 return_support=None):
+  """One episode; returns (score, captured (frame, attention over its patches) or None). `return_support`
+  ([low, high] or None) limits the sampled returns (DecisionTransformerAgent.decide)."""
   c = agent.config
   env = environment.AtariEnv(game, seed, max_steps)
   observation, done, score, rng = env.reset(), False, 0.0, jax.random.PRNGKey(seed)
@@ -55,7 +57,7 @@ def play_episode(agent, params, decide, game: str, seed: int, kappa: float, max_
                "actions": jnp.asarray(actions[-k:], jnp.int32)[None],
                "reward_tokens": jnp.asarray(rewards[-k:], jnp.int32)[None]}
     rng, step_rng = jax.random.split(rng)
-    action, return_bin, weights = decide(params, history, step_rng, kappa)
+    action, return_bin, weights = decide(params, history, step_rng, kappa, return_support)
     action, return_bin = int(action), int(return_bin)
     if env.steps == capture_at:
       query = (k - 1) * c.tokens_per_step + c.num_patches + tokens.RETURN_OFFSET  # the action read-out
@@ -89,19 +91,28 @@ def plot_attention(captures: Dict[str, Any], patch: int, path: str) -> None:
 @gin.configurable(module="tasks")
 def play_atari(agent, params, output_dir: str, games: Sequence[str] = gin.REQUIRED, episodes: int = 3,
                max_steps: int = 500, data_dir: str = task.DEFAULT_DATA_DIR, seed: int = 1000,
-               compare_kappa_zero: bool = True) -> Dict[str, Any]:
-  """Plays `episodes` episodes of each game; prints and returns the score table, writes JSON and the PNG."""
+               compare_kappa_zero: bool = True, limit_returns_to_data: bool = True) -> Dict[str, Any]:
+  """Plays `episodes` episodes of each game; prints and returns the score table, writes JSON and the PNG.
+
+  limit_returns_to_data: sample returns only within the lowest and highest return-to-go of the dataset's
+  episodes (over all games: play stays game-agnostic). False samples over all bins, where the tilt picks returns
+  no episode reached and the action is conditioned on an untrained return embedding (sampling.py).
+  """
   behaviour = task.behaviour_stats(data_dir)
+  return_support = None
+  if limit_returns_to_data:
+    return_support = task.returns_to_go_range(data_dir, games)
+    print(f"Sampling returns within the dataset's returns-to-go {list(return_support)}", flush=True)
   # One decision at a time is a tiny computation: run it on one device, outside the training mesh.
   params = jax.device_put(jax.device_get(params), jax.devices()[0])
   decide = jax.jit(agent.decide)
   with context.use_partitioner(None):
     return _play_all(agent, params, decide, output_dir, games, episodes, max_steps, behaviour, seed,
-                     compare_kappa_zero)
+                     compare_kappa_zero, None if return_support is None else jnp.asarray(return_support))
 
 
 def _play_all(agent, params, decide, output_dir, games, episodes, max_steps, behaviour, seed,
-              compare_kappa_zero) -> Dict[str, Any]:
+              compare_kappa_zero, return_support) -> Dict[str, Any]:
   kappas = [agent.kappa] + ([0.0] if compare_kappa_zero and agent.kappa != 0 else [])
   results, captures = {}, {}
   for game in games:
@@ -110,7 +121,8 @@ def _play_all(agent, params, decide, output_dir, games, episodes, max_steps, beh
       scores = []
       for i in range(episodes):
         capture_at = min(40, max_steps // 2) if (i == 0 and kappa == agent.kappa) else -1
-        score, captured = play_episode(agent, params, decide, game, seed + i, kappa, max_steps, capture_at)
+        score, captured = play_episode(agent, params, decide, game, seed + i, kappa, max_steps, capture_at,
+                                         return_support)
         scores.append(score)
         if captured is not None:
           captures[game] = captured
@@ -122,6 +134,7 @@ def _play_all(agent, params, decide, output_dir, games, episodes, max_steps, beh
     print(f"  {game} random policy: scores {random_scores}", flush=True)
     results[game]["random_played"] = {"scores": random_scores, "mean": float(np.mean(random_scores))}
     results[game]["behaviour"] = behaviour[game]["behaviour"]
+    results[game]["return_support"] = None if return_support is None else np.asarray(return_support).tolist()
   lines = [f"{'game':>14} | " + " | ".join(f"{'score k=' + format(k, 'g'):>11} {'HNS':>6}" for k in kappas)
            + " | behaviour mean   best | random, same seeds"]
   for game in games:

@@ -8,7 +8,7 @@ Windows start every `stride` steps. Every `validation_every`-th episode of a gam
 import hashlib
 import json
 import os
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import gin
 import numpy as np
@@ -77,6 +77,15 @@ def atari_episodes(data_dir: str = DEFAULT_DATA_DIR, games: Sequence[str] = gene
                                                   rank=3 if key == "observations" else 1 if key != "game" else 0)
                                for key, dtype in FEATURES.items()})
   return name
+
+
+def returns_to_go_range(data_dir: str, games: Sequence[str]) -> Tuple[int, int]:
+  """The lowest and highest return-to-go (clipped rewards) over every episode of `games` in data_dir."""
+  low, high = np.inf, -np.inf
+  for game in games:
+    for episode in episodes.read(episodes.path_for(os.path.expanduser(data_dir), game)):
+      low, high = min(low, float(episode["returns_to_go"].min())), max(high, float(episode["returns_to_go"].max()))
+  return int(np.floor(low)), int(np.ceil(high))
 
 
 def behaviour_stats(data_dir: str) -> Dict[str, dict]:

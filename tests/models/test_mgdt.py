@@ -68,6 +68,24 @@ def test_model_predictions_do_not_see_their_targets():
   assert not np.allclose(after["action_logits"][0, 3], before["action_logits"][0, 3])  # and later steps
 
 
+def test_without_action_conditioning_no_output_depends_on_any_action():
+  """condition_on_actions=False hides every action token: changing all actions changes no logit."""
+  agent = DecisionTransformerAgent(MGDTConfig(**TINY, condition_on_actions=False))
+  batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in agent.batch_spec(1).items()}
+  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape),
+                        nn.unbox(agent.init(jax.random.PRNGKey(0), batch)))
+  run = lambda b: agent.module.apply({"params": params}, *agent._inputs(b))  # pylint: disable=protected-access
+  before = run(batch)
+  after = run({**batch, "actions": jnp.array([[3, 7, 11, 17]], jnp.int32)})
+  for name in ("return_logits", "action_logits", "reward_logits"):
+    np.testing.assert_allclose(after[name], before[name], atol=1e-6)
+  after_return = run({**batch, "returns_to_go": jnp.full((1, 4), 5.0)})
+  assert not np.allclose(after_return["action_logits"], before["action_logits"])  # returns still condition
+  # Checkpoints from before the option (no such key) restore at the default; hiding actions is a new model.
+  assert "condition_on_actions" not in DecisionTransformerAgent(MGDTConfig(**TINY)).fingerprint()["config"]
+  assert agent.fingerprint()["config"]["condition_on_actions"] is False
+
+
 def test_optimality_bias_moves_mass_to_higher_returns():
   logits = jnp.log(jnp.array([0.1, 0.4, 0.4, 0.1]))
   unbiased = jax.nn.softmax(sampling.biased_return_logits(logits, 0.0, 0, 4))
@@ -79,6 +97,22 @@ def test_optimality_bias_moves_mass_to_higher_returns():
   biased = jax.nn.softmax(sampling.biased_return_logits(logits, 4.0, 0, 4))
   np.testing.assert_allclose(biased / unbiased, np.exp(4.0 * np.arange(4) / 4) / np.sum(
       np.exp(4.0 * np.arange(4) / 4) * unbiased), rtol=1e-5)  # exactly P(R) exp(kappa R_norm), renormalised
+
+
+def test_the_return_support_limits_the_biased_draw_to_the_datas_returns():
+  """With kappa large, unrestricted sampling lands on the top bins however unlikely the model thinks them (the
+  failure the support fixes); with support [2, 5] no draw leaves it and the tilt favours its top."""
+  logits = jnp.log(jnp.full((120,), 1e-5).at[20:30].set(0.1))  # the model: R in [0, 10), rest ~1e-5 each
+  rngs = jax.random.split(jax.random.PRNGKey(0), 2000)
+  free = jax.vmap(lambda r: sampling.sample_return(r, logits, 30.0, -20, 100))(rngs) - 20
+  assert np.mean(np.asarray(free) >= 10) > 0.99
+  held = np.asarray(jax.vmap(lambda r: sampling.sample_return(r, logits, 30.0, -20, 100,
+                                                              support=jnp.array([2, 5])))(rngs)) - 20
+  assert held.min() >= 2 and held.max() <= 5
+  counts = np.bincount(held, minlength=6)[2:]
+  assert counts[3] > 5 * counts[0]  # normalised over [2, 5]: exp(30) toward R = 5 over R = 2
+  tilted = jax.nn.softmax(sampling.biased_return_logits(logits, 3.0, -20, 100, support=jnp.array([2, 5])))
+  np.testing.assert_allclose(tilted[22:26], np.exp(np.arange(4.0)) / np.exp(np.arange(4.0)).sum(), rtol=1e-5)
 
 
 def test_the_flash_kernel_computes_the_model_like_xla():
@@ -151,8 +185,9 @@ def test_plays_one_short_episode_in_the_emulator(tmp_path):
   assert (tmp_path / "attention.png").stat().st_size > 1000
   behaviour = {"Pong": {"behaviour": {"mean": -3.0, "best": 3.0}}}
   table = play._play_all(agent, params, decide, str(tmp_path / "play"), ["Pong"], 1, 12, behaviour, 3,  # pylint: disable=protected-access
-                         compare_kappa_zero=True)["results"]["Pong"]
-  assert table["kappa=10"]["scores"] == [score] and len(table["kappa=0"]["scores"]) == 1
+                         compare_kappa_zero=True, return_support=jnp.array([-21, 21]))["results"]["Pong"]
+  assert len(table["kappa=10"]["scores"]) == 1 and len(table["kappa=0"]["scores"]) == 1
+  assert table["return_support"] == [-21, 21]
   assert table["random_played"]["scores"] == [float(generate.play_episode("Pong", "random", 3, 12)["episode_return"])]
   assert (tmp_path / "play" / "mgdt_play.json").exists() and (tmp_path / "play" / "mgdt_attention.png").exists()
   assert play.human_normalised("Pong", play.HUMAN_SCORES["Pong"]) == pytest.approx(1.0)

@@ -52,6 +52,9 @@ def test_generator_is_deterministic_and_round_trips(tmp_path):
   windows = task.windows(str(tmp_path / "a"), ("Freeway", "Pong"), "train", k=4, stride=2, validation_every=3)
   assert windows["observations"].shape[1:] == (4, 84, 84) and set(windows["game"].tolist()) == {0, 1}
   assert windows["rewards"].min() >= -1 and windows["rewards"].max() <= 1
+  every = np.concatenate([e["returns_to_go"] for game in ("Freeway", "Pong")
+                          for e in episodes.read(episodes.path_for(str(tmp_path / "a"), game))])
+  assert task.returns_to_go_range(str(tmp_path / "a"), ("Freeway", "Pong")) == (every.min(), every.max())
 
 
 def test_malformed_record_stops_with_a_clear_error(tmp_path):
