@@ -108,12 +108,13 @@ def play_atari(agent, params, output_dir: str, games: Sequence[str] = gin.REQUIR
   decide = jax.jit(agent.decide)
   with context.use_partitioner(None):
     return _play_all(agent, params, decide, output_dir, games, episodes, max_steps, behaviour, seed,
-                     compare_kappa_zero, None if return_support is None else jnp.asarray(return_support))
+                     compare_kappa_zero, return_support)
 
 
 def _play_all(agent, params, decide, output_dir, games, episodes, max_steps, behaviour, seed,
               compare_kappa_zero, return_support) -> Dict[str, Any]:
   kappas = [agent.kappa] + ([0.0] if compare_kappa_zero and agent.kappa != 0 else [])
+  support = None if return_support is None else jnp.asarray(return_support)
   results, captures = {}, {}
   for game in games:
     results[game] = {}
@@ -122,7 +123,7 @@ def _play_all(agent, params, decide, output_dir, games, episodes, max_steps, beh
       for i in range(episodes):
         capture_at = min(40, max_steps // 2) if (i == 0 and kappa == agent.kappa) else -1
         score, captured = play_episode(agent, params, decide, game, seed + i, kappa, max_steps, capture_at,
-                                         return_support)
+                                         support)
         scores.append(score)
         if captured is not None:
           captures[game] = captured
@@ -134,7 +135,7 @@ def _play_all(agent, params, decide, output_dir, games, episodes, max_steps, beh
     print(f"  {game} random policy: scores {random_scores}", flush=True)
     results[game]["random_played"] = {"scores": random_scores, "mean": float(np.mean(random_scores))}
     results[game]["behaviour"] = behaviour[game]["behaviour"]
-    results[game]["return_support"] = None if return_support is None else np.asarray(return_support).tolist()
+    results[game]["return_support"] = None if return_support is None else list(return_support)
   lines = [f"{'game':>14} | " + " | ".join(f"{'score k=' + format(k, 'g'):>11} {'HNS':>6}" for k in kappas)
            + " | behaviour mean   best | random, same seeds"]
   for game in games:

@@ -175,9 +175,11 @@ def test_plays_one_short_episode_in_the_emulator(tmp_path):
   batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in agent.batch_spec(1).items()}
   params = nn.unbox(agent.init(jax.random.PRNGKey(0), batch))
   decide = jax.jit(agent.decide)
+  support = jnp.array([-21, 21])
   score, captured = play.play_episode(agent, params, decide, "Pong", seed=3, kappa=10.0, max_steps=12,
-                                      capture_at=6)
-  again, _ = play.play_episode(agent, params, decide, "Pong", seed=3, kappa=10.0, max_steps=12)
+                                      capture_at=6, return_support=support)
+  again, _ = play.play_episode(agent, params, decide, "Pong", seed=3, kappa=10.0, max_steps=12,
+                               return_support=support)
   assert score == again  # deterministic for a seed
   frame, weights = captured
   assert frame.shape == (84, 84) and weights.shape == (36,) and np.all(weights >= 0)
@@ -185,8 +187,8 @@ def test_plays_one_short_episode_in_the_emulator(tmp_path):
   assert (tmp_path / "attention.png").stat().st_size > 1000
   behaviour = {"Pong": {"behaviour": {"mean": -3.0, "best": 3.0}}}
   table = play._play_all(agent, params, decide, str(tmp_path / "play"), ["Pong"], 1, 12, behaviour, 3,  # pylint: disable=protected-access
-                         compare_kappa_zero=True, return_support=jnp.array([-21, 21]))["results"]["Pong"]
-  assert len(table["kappa=10"]["scores"]) == 1 and len(table["kappa=0"]["scores"]) == 1
+                         compare_kappa_zero=True, return_support=(-21, 21))["results"]["Pong"]
+  assert table["kappa=10"]["scores"] == [score] and len(table["kappa=0"]["scores"]) == 1
   assert table["return_support"] == [-21, 21]
   assert table["random_played"]["scores"] == [float(generate.play_episode("Pong", "random", 3, 12)["episode_return"])]
   assert (tmp_path / "play" / "mgdt_play.json").exists() and (tmp_path / "play" / "mgdt_attention.png").exists()
