@@ -74,11 +74,19 @@ def test_bad_input_matrix(tmp_path):
   assert sorted(os.listdir(tmp_path / "run")) == ["mine.txt"]  # nothing created, nothing lost
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_corrupt_checkpoint(tmp_path, damage):
-  model_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+  """One tiny 3-step run, trained once; each damage case corrupts its own copy."""
+  model_dir = tmp_path_factory.mktemp("trained") / "run"
   trained = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 3))
   assert trained.returncode == 0, trained.stderr[-2000:]
+  return model_dir
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_checkpoint(tmp_path, trained_run, damage):
+  model_dir = tmp_path / "run"
+  shutil.copytree(trained_run, model_dir)
   data = model_dir / "checkpoints" / "3" / "state" / "ocdbt.process_0" / "d"
   for chunk in data.iterdir():
     raw = bytearray(chunk.read_bytes())
