@@ -16,6 +16,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from shardline.partitioning.errors import UserError
 from shardline.tasks.atari import environment, episodes, policies
 
 DEFAULT_GAMES = ("Breakout", "Pong", "Freeway", "Enduro", "RoadRunner")
@@ -51,23 +52,31 @@ def _summary(returns: Sequence[float], steps: int) -> Dict[str, float]:
 def generate(data_dir: str, games: Sequence[str] = DEFAULT_GAMES, episodes_per_game: int = 10,
              max_steps: int = 500, seed: int = 0) -> Dict[str, dict]:
   """Plays and writes every game's episodes; returns (and writes) the statistics."""
+  if episodes_per_game < 1:
+    raise UserError(f"episodes_per_game={episodes_per_game}: generate at least one episode per game.")
   os.makedirs(data_dir, exist_ok=True)
   stats = {}
   start = time.time()
+  interactive = sys.stderr.isatty()  # a terminal gets a live line per episode; a log gets a line per game
   for g, game in enumerate(games):
     played = []
     for i in range(episodes_per_game):
       kind = policies.KINDS[i % len(policies.KINDS)]
       played.append(play_episode(game, kind, episode_seed(seed, game, i), max_steps))
-      print(f"\rGenerating Atari episodes: {game} {i + 1}/{episodes_per_game} (game {g + 1}/{len(games)}, "
-            f"{time.time() - start:.0f}s)", end="", file=sys.stderr, flush=True)
+      progress = (f"Generating Atari episodes: {game} {i + 1}/{episodes_per_game} (game {g + 1}/{len(games)}, "
+                  f"{time.time() - start:.0f}s)")
+      if interactive:
+        print(f"\r{progress}", end="", file=sys.stderr, flush=True)
+    if not interactive:
+      print(progress, file=sys.stderr, flush=True)
     episodes.write(episodes.path_for(data_dir, game), played)
     returns = [float(e["episode_return"]) for e in played]
     by_policy = {kind: _summary([float(e["episode_return"]) for e in played if str(e["policy"]) == kind],
                                 sum(len(e["actions"]) for e in played if str(e["policy"]) == kind))
                  for kind in policies.KINDS if any(str(e["policy"]) == kind for e in played)}
     stats[game] = {"behaviour": _summary(returns, sum(len(e["actions"]) for e in played)), "by_policy": by_policy}
-  print(file=sys.stderr)
+  if interactive:
+    print(file=sys.stderr)
   meta = {"games": list(games), "episodes_per_game": episodes_per_game, "max_steps": max_steps, "seed": seed}
   with open(os.path.join(data_dir, "stats.json"), "w") as f:
     json.dump({"config": meta, "games": stats}, f, indent=2)

@@ -15,6 +15,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from shardline.partitioning.errors import UserError
 from shardline.tasks.atari import episodes, generate
 
 DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), ".cache", "shardline", "atari")
@@ -61,6 +62,11 @@ def atari_episodes(data_dir: str = DEFAULT_DATA_DIR, games: Sequence[str] = gene
                    episodes_per_game: int = 10, max_steps: int = 500, seed: int = 0, timesteps: int = 4,
                    stride: int = 2, validation_every: int = 5) -> str:
   """Registers (once) and returns the name of the MGDT window task, generating the data if needed."""
+  if validation_every < 2 or episodes_per_game < validation_every:
+    raise UserError(f"tasks.atari_episodes: episodes_per_game={episodes_per_game} with validation_every="
+                    f"{validation_every} leaves no episode for 'train' or none for 'validation' (every "
+                    "validation_every-th episode of a game is held out). Use validation_every >= 2 and "
+                    "episodes_per_game >= validation_every.")
   games, data_dir = tuple(games), os.path.expanduser(data_dir)
   ensure_generated(data_dir, games, episodes_per_game, max_steps, seed)
   key = repr((os.path.abspath(data_dir), games, episodes_per_game, max_steps, seed, timesteps, stride,

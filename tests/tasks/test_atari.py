@@ -1,6 +1,7 @@
 """The Atari data: the environment and the generator are deterministic for a seed; episodes round-trip
-through ArrayRecord; windows; a malformed record stops with a clear error; every known game has a ROM, a
-scripted policy and published random and human scores."""
+through ArrayRecord; windows; a malformed record stops with a clear error; a split with no train or no validation
+episodes stops before generating; every known game has a ROM, a scripted policy and published random and human
+scores."""
 import numpy as np
 import pytest
 
@@ -67,3 +68,16 @@ def test_malformed_record_stops_with_a_clear_error(tmp_path):
     list(episodes.read(path))
   with pytest.raises(UserError, match="does not exist"):
     list(episodes.read(str(tmp_path / "episodes-Boxing.array_record")))
+
+
+@pytest.mark.parametrize("episodes_per_game, validation_every", [(3, 5), (10, 1), (0, 5)])
+def test_a_split_without_train_or_validation_episodes_stops_before_generating(tmp_path, episodes_per_game,
+                                                                               validation_every):
+  data_dir = tmp_path / "data"
+  with pytest.raises(UserError, match="episodes_per_game >= validation_every"):
+    task.atari_episodes(str(data_dir), games=("Pong",), episodes_per_game=episodes_per_game, max_steps=20,
+                        validation_every=validation_every)
+  assert not data_dir.exists()  # nothing generated
+  with pytest.raises(UserError, match="at least one episode"):
+    generate.generate(str(data_dir), games=("Pong",), episodes_per_game=0, max_steps=20)
+  assert not data_dir.exists()
