@@ -41,7 +41,7 @@ def main(argv: Sequence[str] = None):
       print(f"# ablations: {env['device']} ({env['backend']}), jax {env['jax']}, {env['date']}, {args.gin_file}")
       print("| variant | ms/step | ratio to paper | MFU |")
       print("|---|---|---|---|")
-    model, batch_size, _, _ = plan_inputs.plan_run()
+    model, batch_size = plan_inputs.plan_run()[:2]
     result = train_step.measure(model, batch_size, args.steps, args.warmup)
     base = base or result["step_seconds"]
     mfu = "n/a" if result["mfu"] is None else f"{100 * result['mfu']:.1f}%"

@@ -132,7 +132,7 @@ def main(argv: Sequence[str] = None):
                    [p for e in args.gin_search_paths for p in e.split(",") if p],
                    allow_missing=("MODEL_DIR", "*data_dir"), allow_missing_data_libraries=True)
   runtime.configure()
-  model, batch_size, _, _ = plan_inputs.plan_run()
+  model, batch_size = plan_inputs.plan_run()[:2]
   result = measure(model, batch_size, args.steps, args.warmup)
   env = timing.environment()
   name = args.name or ",".join(os.path.basename(f) for f in args.gin_file)

@@ -41,8 +41,8 @@ def main(argv: Sequence[str] = None) -> int:
     # TPU programs compiled here cannot be loaded back by this CPU process, so caching them is waste.
     runtime.configure(cpu_devices=target.num_devices if target.platform == "gpu" else None,
                       compilation_cache_dir="" if target.platform == "tpu" else None)
-    model, batch_size, steps, _ = plan_run()
-    result = planning.plan(model, batch_size, target, steps)
+    inputs = plan_run()
+    result = planning.plan(inputs.model, inputs.batch_size, target, inputs.steps, inputs.microbatches)
     print(planning.report(result))
     return 0 if result.fits else DOES_NOT_FIT
   return errors.run_reporting_user_errors(run)

@@ -1,8 +1,21 @@
 """The gin-bound inputs of a plan or a benchmark (configurable `plan`), importable without the data libraries."""
+from typing import Any, NamedTuple
+
 import gin
 
 
+class PlanInputs(NamedTuple):
+  """What a plan or a benchmark needs of a run's gin files."""
+  model: Any
+  batch_size: int
+  steps: int
+  topology: str
+  microbatches: int
+
+
 @gin.configurable("plan")
-def plan_run(model=gin.REQUIRED, batch_size: int = gin.REQUIRED, steps: int = 1000, topology: str = ""):
-  """The model, global batch size, steps and topology: runs/train.gin binds model and batch_size as for training."""
-  return model, batch_size, steps, topology
+def plan_run(model=gin.REQUIRED, batch_size: int = gin.REQUIRED, steps: int = 1000, topology: str = "",
+             microbatches: int = 1) -> PlanInputs:
+  """The model, global batch size, steps, topology and microbatches: runs/train.gin binds model, batch_size and
+  microbatches as for training."""
+  return PlanInputs(model, batch_size, steps, topology, microbatches)

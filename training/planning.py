@@ -21,6 +21,7 @@ from shardline.partitioning import rules as rules_lib
 from shardline.partitioning import shardings as shardings_lib
 from shardline.training import data as data_lib
 from shardline.training import flops as flops_lib
+from shardline.training import microbatches as microbatches_lib
 from shardline.training import setup as setup_lib
 from shardline.training import step as step_lib
 from shardline.training import targets as targets_lib
@@ -41,10 +42,21 @@ class Plan:
   flops_per_device: Optional[float]
   estimated_seconds: Optional[float]  # the compiler's estimate (TPU); ignores communication overlap
   param_count: int
+  microbatches: int = 1
+  grad_bytes: int = 0  # per device: one gradient in the parameters' dtypes (part of the compiled temps)
+  accumulator_bytes: int = 0  # per device: the float32 gradient sum of microbatching (part of the temps)
 
   @property
   def total_bytes(self) -> int:
     return self.param_bytes + self.opt_bytes + (self.temp_bytes or 0)
+
+  @property
+  def activation_bytes(self) -> Optional[int]:
+    """The compiled temporaries less one gradient and the accumulator: activations of one microbatch and XLA's
+    other buffers (an estimate: XLA may alias or fuse some of them)."""
+    if self.temp_bytes is None:
+      return None
+    return max(self.temp_bytes - self.grad_bytes - self.accumulator_bytes, 0)
 
   @property
   def fits(self) -> bool:
@@ -86,7 +98,8 @@ def collapsed_table(abstract_params, logical, shardings) -> str:
   return "\n".join(lines)
 
 
-def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps: int = 1000) -> Plan:
+def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps: int = 1000,
+         microbatches: int = 1) -> Plan:
   """Lays the run out on the target and measures what it needs, without the hardware."""
   if target.platform == "tpu":
     devices, target = targets_lib.tpu_devices(target)
@@ -94,18 +107,22 @@ def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps:
     devices = jax.devices("cpu")[:target.num_devices]  # stand-ins; the caller provides enough
   run = setup_lib.build(model, steps, global_batch, devices=devices)
   data_lib.check_batch_divisible(global_batch, run.partitioner, "the global batch")
+  data_lib.check_microbatches(global_batch, microbatches, run.partitioner)
   params_sharding = run.state_sharding.params
   table = collapsed_table(run.abstract_state.params, run.logical_axes, params_sharding)
   param_bytes = _per_device_bytes(run.abstract_state.params, params_sharding)
   opt_bytes = _per_device_bytes(run.abstract_state.opt_state, run.state_sharding.opt_state)
+  float32_params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, microbatches_lib.ACCUMULATOR_DTYPE),
+                                run.abstract_state.params)
+  accumulator_bytes = _per_device_bytes(float32_params, params_sharding) if microbatches > 1 else 0
   param_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(run.abstract_state.params))
 
   attach = lambda tree, shardings: jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
   state = attach(run.abstract_state, run.state_sharding)
   batch = attach(model.batch_spec(global_batch), run.batch_sharding)
-  step_fn = step_lib.jit_train_step(step_lib.train_step_fn(model, run.tx, run.schedule), run.partitioner,
-                                    run.state_sharding, run.batch_sharding)
+  step_fn = step_lib.jit_train_step(step_lib.train_step_fn(model, run.tx, run.schedule, microbatches=microbatches),
+                                    run.partitioner, run.state_sharding, run.batch_sharding)
   temp, flops, seconds = None, None, None
   state_fits = param_bytes + opt_bytes <= target.hbm_bytes
   compiled = None
@@ -131,7 +148,8 @@ def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps:
     if flops is None:  # not compiled for this target: count the stand-in CPU program, partitioned the same way
       flops = flops_lib.compiled_flops(lowered.compile()) if target.platform == "gpu" else None
   return Plan(target, mesh_lib.describe(run.partitioner.mesh), rules_lib.rule_set_name(run.partitioner.rules),
-              table, param_bytes, opt_bytes, temp, flops, seconds, param_count)
+              table, param_bytes, opt_bytes, temp, flops, seconds, param_count, microbatches, param_bytes,
+              accumulator_bytes)
 
 
 def _count(n: int) -> str:
@@ -143,17 +161,27 @@ def report(p: Plan) -> str:
   gib = lambda b: f"{b / GIB:.2f} GiB"
   lines = [f"Plan for {p.target.name} ({p.target.num_devices} x {p.target.device_kind}, "
            f"{gib(p.target.hbm_bytes)} HBM and {p.target.peak_tflops:.1f} TFLOP/s bf16 per device)",
-           f"mesh {p.mesh} | rules {p.rule_set} | {_count(p.param_count)} parameters", "",
+           f"mesh {p.mesh} | rules {p.rule_set} | {_count(p.param_count)} parameters"
+           + (f" | {p.microbatches} microbatches" if p.microbatches > 1 else ""), "",
            "Parameters (path, shape, logical axes, mesh sharding):", p.sharding_table, "",
            "Memory per device:",
            f"  parameters        {gib(p.param_bytes)}",
            f"  optimizer state   {gib(p.opt_bytes)}"]
   if p.temp_bytes is not None:
-    lines.append(f"  compiled temps    {gib(p.temp_bytes)}   (activations, gradients, buffers; XLA)")
+    lines.append(f"  compiled temps    {gib(p.temp_bytes)}   (activations, gradients, buffers; XLA), of which")
+    lines.append(f"    gradients       {gib(p.grad_bytes)}")
+    if p.microbatches > 1:
+      lines.append(f"    accumulator     {gib(p.accumulator_bytes)}   (float32 gradient sum over {p.microbatches} "
+                   "microbatches)")
+    one = " of one microbatch" if p.microbatches > 1 else ""
+    lines.append(f"    activations     {gib(p.activation_bytes)}   (activations{one} and XLA's other buffers; estimate)")
   elif p.target.platform == "tpu":
     lines.append("  compiled temps    not compiled: parameters and optimizer state alone overflow")
   else:
     lines.append("  compiled temps    not known without compiling for this target")
+    if p.microbatches > 1:
+      lines.append(f"  accumulator       {gib(p.accumulator_bytes)}   (float32 gradient sum over {p.microbatches} "
+                   "microbatches; not in the total above)")
   lines.append(f"  total             {gib(p.total_bytes)} of {gib(p.target.hbm_bytes)}")
   if p.flops_per_device:
     lines.append(f"FLOPs per step per device: {p.flops_per_device / 1e12:.4g} TFLOP")
@@ -167,5 +195,6 @@ def report(p: Plan) -> str:
   else:
     lines.append(f"DOES NOT FIT: {gib(p.total_bytes)} > {gib(p.target.hbm_bytes)} per device; try a larger "
                  "topology or fsdp axis, remat (remat_policy='full'), a smaller batch, bfloat16 moments "
-                 "(optimizer.make_optimizer.moments_dtype='bfloat16') or Adafactor.")
+                 "(optimizer.make_optimizer.moments_dtype='bfloat16'), Adafactor, or gradient accumulation "
+                 "(--gin.MICROBATCHES=k).")
   return "\n".join(lines)

@@ -7,6 +7,7 @@ import optax
 
 from shardline.models.base import BaseModel, Metrics
 from shardline.partitioning.context import Partitioner, use_partitioner
+from shardline.training import microbatches as microbatches_lib
 from shardline.training.train_state import TrainState
 
 
@@ -15,8 +16,9 @@ def _tree_where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
 
 
 def train_step_fn(model: BaseModel, tx: optax.GradientTransformation, schedule: Callable,
-                  inject_nan_at_step: int = -1) -> Callable[[TrainState, Dict], Tuple[TrainState, Metrics]]:
-  """One optimisation step.
+                  inject_nan_at_step: int = -1,
+                  microbatches: int = 1) -> Callable[[TrainState, Dict], Tuple[TrainState, Metrics]]:
+  """One optimisation step, optionally accumulated over strided microbatches (training/microbatches.py).
 
   An update whose loss or gradient norm is not finite is never applied: the state keeps its previous values,
   the step counter still advances (so the data moves on), and `skipped` counts it. Whether a skip stops the run
@@ -27,17 +29,25 @@ def train_step_fn(model: BaseModel, tx: optax.GradientTransformation, schedule: 
     tx: the optimizer.
     schedule: learning rate as a function of the step, for the metrics.
     inject_nan_at_step: fault injection for tests of the non-finite policy; -1 disables it.
+    microbatches: k > 1 splits the global batch into k microbatches and applies one update from their mean
+      gradient; the caller has checked that k divides every device's share of the batch.
   """
   def step(state: TrainState, batch: Dict[str, jax.Array]) -> Tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(state.rng, state.step)
 
-    def loss_fn(params):
-      loss, metrics = model.loss_and_metrics(params, batch, rng)
+    def loss_fn(params, examples=batch, key=rng):
+      loss, metrics = model.loss_and_metrics(params, examples, key)
       if inject_nan_at_step >= 0:
         loss = jnp.where(state.step == inject_nan_at_step, jnp.nan, loss)
       return loss, metrics
 
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    if microbatches == 1:
+      (loss, metrics), grads = grad_fn(state.params)
+    else:
+      (loss, metrics), grads = microbatches_lib.accumulate_gradients(
+          grad_fn, state.params, batch, rng, microbatches, model.batch_axes())
     grad_norm = optax.tree.norm(grads)
     finite = jnp.logical_and(jnp.isfinite(loss), jnp.isfinite(grad_norm))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -53,7 +53,7 @@ class _Loop:
 
   def __init__(self, run: setup_lib.RunSetup, task: str, model_dir: str, batch_size: int, eval_batch_size: int,
                splits, seed: int, checkpointer: checkpoints_lib.Checkpointer, every: Dict[str, int],
-               nonfinite_policy: str, inject_nan_at_step: int):
+               nonfinite_policy: str, inject_nan_at_step: int, microbatches: int):
     self.run, self.model_dir, self.batch_size = run, model_dir, batch_size
     self.eval_batch_size, self.checkpointer, self.every = eval_batch_size, checkpointer, every
     self.nonfinite_policy = nonfinite_policy
@@ -61,7 +61,7 @@ class _Loop:
     self.eval_feeder = data_lib.BatchFeeder(loader.materialize(task, splits[1]), run.eval_batch_sharding)
     self.sampler = loader.StepSampler(self.train_feeder.num_examples, batch_size, seed)
     self.step_fn = step_lib.jit_train_step(
-        step_lib.train_step_fn(run.model, run.tx, run.schedule, inject_nan_at_step),
+        step_lib.train_step_fn(run.model, run.tx, run.schedule, inject_nan_at_step, microbatches),
         run.partitioner, run.state_sharding, run.batch_sharding)
     self.eval_step = step_lib.jit_eval_step(run.model, run.partitioner, run.state_sharding.params,
                                             run.eval_batch_sharding)
@@ -162,7 +162,7 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
           batch_size: int = gin.REQUIRED, steps: int = gin.REQUIRED, eval_batch_size: Optional[int] = None,
           train_split: str = "train", eval_split: str = "test", log_every: int = 50, eval_every: int = 500,
           checkpoint_every: int = 500, keep_checkpoints: int = 3, async_checkpoints: bool = True,
-          seed: int = 0, nonfinite_policy: str = "stop", inject_nan_at_step: int = -1,
+          seed: int = 0, nonfinite_policy: str = "stop", inject_nan_at_step: int = -1, microbatches: int = 1,
           devices=None) -> Dict[str, Any]:
   """Trains `model` on `task`, resuming from the latest checkpoint in `model_dir`.
 
@@ -183,6 +183,8 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
     nonfinite_policy: 'stop' (after writing the metrics, with a clear message) or 'skip' (count and continue)
       when the loss or gradients are NaN or Inf. Non-finite updates are never applied or checkpointed.
     inject_nan_at_step: fault injection for testing the policy; -1 disables it.
+    microbatches: gradient accumulation: each step's global batch runs as this many strided microbatches, one
+      after another, for one optimizer update (training/microbatches.py). It must divide the per-device batch.
     devices: devices to use instead of all of them (tests).
 
   Returns:
@@ -194,6 +196,7 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
   run = setup_lib.build(model, steps, batch_size, seed, devices)
   data_lib.check_batch_divisible(batch_size, run.partitioner, "train.batch_size")
   data_lib.check_batch_divisible(eval_batch_size, run.partitioner, "train.eval_batch_size")
+  data_lib.check_microbatches(batch_size, microbatches, run.partitioner)
   loader.materialize(task, train_split, max_examples=1)  # a missing task or split stops before anything is written
   if async_checkpoints and jax.process_count() > 1 and jax.default_backend() == "cpu":
     # An asynchronous save runs orbax's cross-process collectives on a background thread while the next
@@ -204,7 +207,7 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
   try:
     loop = _Loop(run, task, model_dir, batch_size, eval_batch_size, (train_split, eval_split), seed,
                  checkpointer, {"log": log_every, "eval": eval_every, "checkpoint": checkpoint_every},
-                 nonfinite_policy, inject_nan_at_step)
+                 nonfinite_policy, inject_nan_at_step, microbatches)
     state, start_step = loop.restore_or_init(seed)
     _write_text(os.path.join(model_dir, "config.gin"), gin.config_str())
     log(f"Training {type(model).__name__} on {task!r} | mesh {mesh_lib.describe(run.partitioner.mesh)} | "

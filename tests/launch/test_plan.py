@@ -14,8 +14,8 @@ POD_EXPERIMENTS = {"vit22b_pod_v4": "v4-1024"}
 
 def _plan(experiment, topology, *overrides):
   gin_config.parse([f"experiments/{experiment}.gin"], list(overrides), allow_missing=("MODEL_DIR", "*data_dir"))
-  model, batch_size, steps, _ = plan_cli.plan_run()
-  return planning.plan(model, batch_size, targets.resolve(topology), steps)
+  inputs = plan_cli.plan_run()
+  return planning.plan(inputs.model, inputs.batch_size, targets.resolve(topology), inputs.steps, inputs.microbatches)
 
 
 def test_tiny_plan_on_a_v4_slice():
@@ -23,7 +23,10 @@ def test_tiny_plan_on_a_v4_slice():
   assert result.fits and result.target.num_devices == 8
   assert result.temp_bytes is not None and result.flops_per_device > 0
   text = planning.report(result)
-  assert "FITS" in text and "encoder/layers/query" in text and "('fsdp', 'tensor')" not in text.split("\n")[0]
+  assert "FITS" in text
+  assert text.splitlines()[1].startswith("mesh fsdp=4 x tensor=2 (8 tpu devices) | rules fsdp_tensor")
+  query = next(line for line in text.splitlines() if line.startswith("encoder/layers/query "))
+  assert query.endswith("(None, 'fsdp', 'tensor', None)")  # embed over fsdp, heads over tensor
 
 
 def test_vit22b_on_a_far_too_small_topology_does_not_fit():
