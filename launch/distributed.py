@@ -10,7 +10,7 @@ import os
 import jax
 
 from shardline.launch import rendezvous
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

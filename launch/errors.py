@@ -3,7 +3,7 @@ import os
 import sys
 from typing import Callable
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 _GIN_CONTEXT = "  In call to configurable"
 

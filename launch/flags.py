@@ -3,7 +3,7 @@ import argparse
 from typing import List, Sequence, Tuple
 
 from shardline.launch import gin_config
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 
 def add_gin_flags(parser: argparse.ArgumentParser) -> None:

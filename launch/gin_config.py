@@ -18,7 +18,7 @@ import gin
 from gin import config as gin_config_lib
 
 from shardline.launch import registry
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 

@@ -21,7 +21,7 @@ import time
 from typing import Deque, List, Sequence
 
 from shardline.launch import errors
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 TAIL_LINES = 30
 STOP_GRACE_SECONDS = 20

@@ -10,7 +10,7 @@ import socket
 import time
 from typing import List, Tuple
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 _GO, _ABORT = b"go\n", b"abort\n"
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from shardline.launch import errors
 from shardline.launch import quoting
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slurm", "train.sbatch")
 
@@ -36,24 +36,35 @@ def render(command: Sequence[str], nodes: int, gpus_per_node: int, per: str, job
                          command=shell_command)
 
 
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="shardline slurm", description=__doc__,
+                                   usage="shardline slurm --nodes N [--gpus-per-node G] [--per gpu|node] [...] "
+                                         "-- train <flags>",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--nodes", type=int, required=True)
+  parser.add_argument("--gpus-per-node", type=int, default=8)
+  parser.add_argument("--per", default="gpu", choices=("gpu", "node"))
+  parser.add_argument("--job-name", default="shardline")
+  parser.add_argument("--time", default="24:00:00")
+  parser.add_argument("--log", default="shardline-%j.log", help="SLURM --output file")
+  parser.add_argument("--setup", default="", help="shell lines run before srun (modules, venv activation)")
+  parser.add_argument("--sbatch", action="append", default=[], help="extra #SBATCH lines, e.g. --partition=gpu")
+  parser.add_argument("--output", default=None, help="write the script here instead of printing it")
+  return parser
+
+
 def main(argv: Sequence[str] = None) -> int:
+  """Writes or prints the sbatch script; `--help` prints the flags."""
   argv = list(sys.argv[1:] if argv is None else argv)
+  parser = build_parser()
+  if {"-h", "--help"} & set(argv[:argv.index("--")] if "--" in argv else argv):
+    parser.print_help()
+    return 0
 
   def run():
     if "--" not in argv:
       raise UserError("Usage: shardline slurm --nodes N --gpus-per-node G --per gpu|node -- train <flags>")
     split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="shardline slurm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nodes", type=int, required=True)
-    parser.add_argument("--gpus-per-node", type=int, default=8)
-    parser.add_argument("--per", default="gpu", choices=("gpu", "node"))
-    parser.add_argument("--job-name", default="shardline")
-    parser.add_argument("--time", default="24:00:00")
-    parser.add_argument("--log", default="shardline-%j.log", help="SLURM --output file")
-    parser.add_argument("--setup", default="", help="shell lines run before srun (modules, venv activation)")
-    parser.add_argument("--sbatch", action="append", default=[], help="extra #SBATCH lines, e.g. --partition=gpu")
-    parser.add_argument("--output", default=None, help="write the script here instead of printing it")
     args = parser.parse_args(argv[:split])
     text = render(argv[split + 1:], args.nodes, args.gpus_per_node, args.per, args.job_name, args.time, args.log,
                   args.setup, args.sbatch)

@@ -24,7 +24,7 @@ from typing import List, Sequence
 from shardline.launch import errors
 from shardline.launch import gin_config
 from shardline.launch import quoting
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 LOG = "~/shardline.log"
 DEFAULT_RUNTIME = {"v4": "tpu-ubuntu2204-base", "v5p": "v2-alpha-tpuv5", "v5litepod": "v2-alpha-tpuv5-lite",

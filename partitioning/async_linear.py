@@ -33,7 +33,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from shardline.kernels.collective_matmul import api as collective_matmul_api
 from shardline.partitioning import context
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 F32 = jnp.float32
 

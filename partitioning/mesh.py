@@ -15,7 +15,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
 from shardline.partitioning import axes
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 
 def _fill_shape(ici: Dict[str, int], dcn: Dict[str, int], num_devices: int) -> Dict[str, int]:

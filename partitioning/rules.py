@@ -15,7 +15,7 @@ import gin
 from jax.sharding import PartitionSpec
 
 from shardline.partitioning import axes
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 MeshAxes = Union[None, str, Tuple[str, ...]]
 Rules = Tuple[Tuple[str, MeshAxes], ...]

@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning import rules as rules_lib
 from shardline.partitioning.context import Partitioner
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 PyTree = Any
 

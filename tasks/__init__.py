@@ -1,7 +1,7 @@
 """seqio tasks, data generators and simulators, loaders for users' real data, and evaluation metrics."""
 import os
 
-from shardline.partitioning.errors import stderr_silenced
+from shardline.core.errors import stderr_silenced
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # TensorFlow's C++ start-up logs (CUDA probing on CPU-only hosts) ignore TF_CPP_MIN_LOG_LEVEL.

@@ -14,7 +14,7 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks import registry
 
 Examples = Dict[str, np.ndarray]

@@ -3,7 +3,7 @@ import difflib
 
 import seqio
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 
 def ensure_registered() -> None:

@@ -11,7 +11,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 
 def check_prepared(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:

@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 from absl import flags
 from orbax.checkpoint._src.multihost import multihost as ocp_multihost
 
-from shardline.partitioning.errors import UserError, stderr_silenced
+from shardline.core.errors import UserError, stderr_silenced
 
 STATE = "state"
 META = "meta"

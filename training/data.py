@@ -7,7 +7,7 @@ from jax.sharding import NamedSharding
 
 from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning.context import Partitioner
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks import loader
 
 

@@ -7,7 +7,7 @@ import jax
 
 from shardline.models.base import BaseModel
 from shardline.partitioning.context import use_partitioner
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks import loader
 from shardline.training import checkpoints as checkpoints_lib
 from shardline.training import data as data_lib

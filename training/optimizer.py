@@ -5,7 +5,7 @@ import gin
 import jax.numpy as jnp
 import optax
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 OPTIMIZERS = ("adamw", "adafactor")
 

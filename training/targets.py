@@ -12,7 +12,7 @@ import os
 import re
 from typing import Optional
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 GIB = 2 ** 30
 

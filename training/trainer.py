@@ -11,7 +11,7 @@ import tqdm
 from shardline.models.base import BaseModel
 from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning import rules as rules_lib
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks import loader
 from shardline.training import checkpoints as checkpoints_lib
 from shardline.training import data as data_lib

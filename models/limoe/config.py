@@ -4,7 +4,8 @@ from typing import Tuple
 
 import gin
 
-from shardline.partitioning.errors import UserError
+from shardline.kernels.moe import api as moe_api
+from shardline.models.common import config_checks
 
 DISPATCH = ("einsum", "grouped")
 
@@ -58,16 +59,18 @@ class LIMoEConfig:
   dtype: str = "float32"
 
   def __post_init__(self):
-    checks = [
-        (self.capacity_factor > 0, f"capacity_factor={self.capacity_factor} must be > 0"),
+    config_checks.validate("limoe.LIMoEConfig", [
+        *config_checks.positive(self, ("image_size", "channels", "patch_size", "vocab_size", "text_length", "width",
+                                       "depth", "mlp_dim", "num_heads", "head_dim", "embed_dim", "num_experts",
+                                       "capacity_factor")),
         (1 <= self.top_k <= self.num_experts, f"top_k={self.top_k} must be between 1 and num_experts"),
-        (self.dispatch in DISPATCH, f"dispatch={self.dispatch!r} must be one of {DISPATCH}"),
-        (self.image_size % self.patch_size == 0, "image_size must be divisible by patch_size"),
+        config_checks.one_of(self, "dispatch", DISPATCH),
+        config_checks.one_of(self, "grouped_impl", moe_api.IMPLEMENTATIONS),
+        *config_checks.execution_choices(self),
+        config_checks.divides(self, "patch_size", "image_size"),
+        (self.group_size >= 0, f"group_size={self.group_size} must be 0 (one sequence per group) or positive"),
         (all(0 <= i < self.depth for i in self.moe_layers), f"moe_layers {self.moe_layers} must be in 0..depth-1"),
-    ]
-    for ok, message in checks:
-      if not ok:
-        raise UserError(f"limoe.LIMoEConfig: {message}. Fix it in your gin files or --gin overrides.")
+    ])
 
   @property
   def moe_layer_set(self) -> Tuple[int, ...]:

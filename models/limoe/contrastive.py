@@ -12,7 +12,7 @@ from shardline.models.limoe import analysis, losses, text
 from shardline.models.limoe.config import LIMoEConfig
 from shardline.models.limoe.model import LIMoE
 from shardline.partitioning import axes
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 AUX_NAMES = ("importance", "load", "local_entropy", "global_entropy", "z_loss")
 

@@ -21,7 +21,7 @@ from shardline.models.limoe import router
 from shardline.models.limoe.config import LIMoEConfig
 from shardline.partitioning import axes
 from shardline.partitioning.context import constrain
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.partitioning.expert_parallel import map_experts
 
 BUFFER_AXES = (axes.EXPERT, axes.BATCH, None, axes.EMBED)

@@ -4,7 +4,7 @@ from typing import Tuple
 
 import gin
 
-from shardline.partitioning.errors import UserError
+from shardline.models.common import config_checks
 
 
 @gin.configurable(module="metnet2")
@@ -39,17 +39,19 @@ class MetNet2Config:
 
   def __post_init__(self):
     checks = [
-        (self.context % self.downsample == 0, f"context={self.context} must be divisible by "
-                                              f"downsample={self.downsample}"),
+        *config_checks.positive(self, ("context", "target", "input_frames", "width", "downsample", "repeats",
+                                       "num_bins", "bin_width")),
+        (self.state_channels >= 0, f"state_channels={self.state_channels} must not be negative"),
+        (min(self.lead_times, default=1) > 0, f"lead_times={self.lead_times} must be positive"),
+        *config_checks.execution_choices(self),
+        config_checks.divides(self, "downsample", "context"),
         ((self.context - self.target) % 2 == 0 and self.target <= self.context,
          f"target={self.target} must fit centred in context={self.context}"),
         (self.max_dilation >= 1 and self.max_dilation & (self.max_dilation - 1) == 0,
          f"max_dilation={self.max_dilation} must be a power of two"),
         (len(self.lead_times) >= 1, "lead_times must name at least one lead time"),
     ]
-    for ok, message in checks:
-      if not ok:
-        raise UserError(f"metnet2.MetNet2Config: {message}. Fix it in your gin files or --gin overrides.")
+    config_checks.validate("metnet2.MetNet2Config", checks)
 
   @property
   def dilations(self) -> Tuple[int, ...]:

@@ -10,7 +10,7 @@ from shardline.models.mgdt import augment, sampling, tokens
 from shardline.models.mgdt.config import MGDTConfig
 from shardline.models.mgdt.model import MultiGameDecisionTransformer
 from shardline.partitioning import axes
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 
 @gin.configurable(module="mgdt")

@@ -3,7 +3,7 @@ import dataclasses
 
 import gin
 
-from shardline.partitioning.errors import UserError
+from shardline.models.common import config_checks
 
 
 @gin.configurable(module="mgdt")
@@ -42,10 +42,14 @@ class MGDTConfig:
   attention_impl: str = "auto"
 
   def __post_init__(self):
-    if self.frame_size % self.patch_size:
-      raise UserError(f"mgdt.MGDTConfig: patch_size={self.patch_size} must divide frame_size={self.frame_size}.")
-    if self.width % self.num_heads:
-      raise UserError(f"mgdt.MGDTConfig: num_heads={self.num_heads} must divide width={self.width}.")
+    config_checks.validate("mgdt.MGDTConfig", [
+        *config_checks.positive(self, ("timesteps", "frame_size", "patch_size", "num_actions", "width", "depth",
+                                       "num_heads", "mlp_dim")),
+        (self.return_max > self.return_min, f"return_max={self.return_max} must exceed return_min={self.return_min}"),
+        config_checks.divides(self, "patch_size", "frame_size"),
+        config_checks.divides(self, "num_heads", "width"),
+        *config_checks.execution_choices(self),
+    ])
 
   @property
   def num_patches(self) -> int:

@@ -3,7 +3,7 @@ import dataclasses
 
 import gin
 
-from shardline.partitioning.errors import UserError
+from shardline.models.common import config_checks
 
 LINEAR_IMPLS = ("xla", "async", "pallas")
 HEADS = ("map", "gap")
@@ -61,18 +61,18 @@ class ViT22BConfig:
 
   def __post_init__(self):
     checks = [
-        (self.head in HEADS, f"head={self.head!r} must be one of {HEADS}"),
-        (self.linear_impl in LINEAR_IMPLS, f"linear_impl={self.linear_impl!r} must be one of {LINEAR_IMPLS}"),
-        (self.remat_policy in REMAT_POLICIES,
-         f"remat_policy={self.remat_policy!r} must be one of {REMAT_POLICIES}"),
-        (self.image_size % self.patch_size == 0,
-         f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}"),
-        (min(self.width, self.depth, self.mlp_dim, self.num_heads, self.head_dim, self.num_classes) > 0,
-         "all dimensions must be positive"),
+        *config_checks.positive(self, ("num_classes", "image_size", "channels", "patch_size", "width", "depth",
+                                       "mlp_dim", "num_heads", "head_dim")),
+        config_checks.one_of(self, "head", HEADS),
+        config_checks.one_of(self, "linear_impl", LINEAR_IMPLS),
+        config_checks.one_of(self, "remat_policy", REMAT_POLICIES),
+        *config_checks.execution_choices(self),
+        config_checks.divides(self, "patch_size", "image_size"),
     ]
-    for ok, message in checks:
-      if not ok:
-        raise UserError(f"vit22b.ViT22BConfig: {message}. Fix it in your gin files or --gin overrides.")
+    if self.head == "map":
+      checks.append(config_checks.divides(self, "num_heads", "width", "the MAP head splits the width over the "
+                                          "heads; or use head='gap'"))
+    config_checks.validate("vit22b.ViT22BConfig", checks)
 
   @property
   def num_patches(self) -> int:

@@ -12,7 +12,7 @@ from typing import Dict, Iterator, List
 
 import numpy as np
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 Episode = Dict[str, np.ndarray]
 

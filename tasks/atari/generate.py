@@ -16,7 +16,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks.atari import environment, episodes, policies
 
 DEFAULT_GAMES = ("Breakout", "Pong", "Freeway", "Enduro", "RoadRunner")

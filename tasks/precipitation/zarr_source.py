@@ -20,7 +20,7 @@ import seqio
 import tensorflow as tf
 import tensorstore as ts
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks.precipitation import features, simulator
 
 VARIABLES = ("precipitation",) + simulator.STATE_CHANNELS

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from shardline.launch import quoting, slurm_script, tpu
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 TRAIN = ["--gin_file=experiments/vit22b_pod_v4.gin", "--gin.MODEL_DIR='gs://bucket/run 1'", "--gin.train.steps=100",
          "--gin.NOTE='it\"s $HOME `x`'"]

@@ -7,7 +7,7 @@ import gin
 import pytest
 
 from shardline.launch import gin_config, registry
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 GIN_FILES = sorted(glob.glob(os.path.join(gin_config.GIN_DIR, "**", "*.gin"), recursive=True))
 EXPERIMENT = "experiments/vit22b_tiny_digits_cpu8.gin"

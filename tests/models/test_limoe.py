@@ -18,7 +18,7 @@ from shardline.models.limoe.contrastive import ContrastiveLIMoE
 from shardline.models.limoe.moe import MoeMlp
 from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks import digits, digits_captions
 from tests import helpers
 

@@ -12,7 +12,7 @@ from shardline.models.metnet2.config import MetNet2Config
 from shardline.models.metnet2.forecaster import PrecipitationForecaster
 from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks.precipitation import simulator
 from shardline.training import step as step_lib
 from tests import helpers

@@ -12,7 +12,7 @@ from shardline.models.mgdt.agent import DecisionTransformerAgent
 from shardline.models.mgdt.config import MGDTConfig
 from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from tests import helpers
 
 TINY = dict(width=32, depth=2, num_heads=2, mlp_dim=64)

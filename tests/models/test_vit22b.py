@@ -8,7 +8,7 @@ import pytest
 from shardline.models.vit22b.block import Block
 from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.models.vit22b.config import ViT22BConfig
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from tests import helpers
 
 HEAD_PARAMS = ("map_head", "head_kernel", "head_bias")

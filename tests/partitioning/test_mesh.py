@@ -3,7 +3,7 @@ import jax
 import pytest
 
 from shardline.partitioning import mesh as mesh_lib
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 
 
 def test_ici_shape_and_minus_one_fill():

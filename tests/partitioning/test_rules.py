@@ -7,7 +7,7 @@ from jax.sharding import PartitionSpec as P
 from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.partitioning import rules, shardings
 from shardline.partitioning.context import Partitioner
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from tests import helpers
 
 SIZES = {"data": 1, "fsdp": 4, "tensor": 2, "expert": 1}

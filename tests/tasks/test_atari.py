@@ -5,7 +5,7 @@ scores."""
 import numpy as np
 import pytest
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks.atari import environment, episodes, generate, play, policies, task
 
 

@@ -5,7 +5,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from shardline.models.limoe import text
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks import digits, digits_captions, loader, tfds_image_text
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.tasks import loader
 from shardline.tasks.precipitation import simulated_task, simulator, zarr_source
 

@@ -3,7 +3,7 @@ import gin
 import pytest
 
 from shardline.launch import gin_config
-from shardline.partitioning.errors import UserError
+from shardline.core.errors import UserError
 from shardline.training import data as data_lib
 from shardline.training import setup
 
