@@ -22,6 +22,7 @@ from typing import Deque, List, Sequence
 
 from shardline.launch import errors
 from shardline.core.errors import UserError
+from shardline.training import preemption
 
 TAIL_LINES = 30
 STOP_GRACE_SECONDS = 20
@@ -94,6 +95,8 @@ def _wait(children: List[_Child]) -> int:
         remaining.remove(child)
         if child.process.returncode != 0 and code == 0:
           code = child.process.returncode
+          if code == preemption.PREEMPTED_EXIT_CODE:
+            continue  # saved at the step every process agreed on: the others are exiting the same way
           for other in remaining:  # one failed: stop the rest instead of letting them wait for it
             other.process.terminate()
           kill_at = time.monotonic() + STOP_GRACE_SECONDS
@@ -145,7 +148,7 @@ def main(argv: Sequence[str] = None) -> int:
     code = _wait(children)
     for child in children:
       child.join_output()
-    if code:
+    if code and code != preemption.PREEMPTED_EXIT_CODE:
       _report_failure(children, code)
     return code if code >= 0 else 1
   return errors.run_reporting_user_errors(run)

@@ -10,6 +10,7 @@ from shardline.launch import distributed
 from shardline.launch import errors
 from shardline.launch import flags
 from shardline.launch import runtime
+from shardline.training import preemption
 from shardline.training import trainer
 
 
@@ -48,6 +49,10 @@ def main(argv: Sequence[str] = None) -> int:
     runtime.configure()
     distributed.initialize(args)
     summary = trainer.train()
+    if summary["preempted_at"] is not None:
+      if jax.process_index() == 0:
+        print(preemption.message(summary["preempted_at"], summary["saved_at"], summary["checkpoints"]))
+      return preemption.PREEMPTED_EXIT_CODE
     if jax.process_index() == 0:
       print_summary(summary)
     return 0

@@ -18,9 +18,17 @@ from shardline.partitioning import rules as rules_lib
 
 @dataclasses.dataclass(frozen=True)
 class Partitioner:
-  """A mesh and the rules that map logical axes onto it."""
+  """A mesh and the rules that map logical axes onto it.
+
+  Attributes:
+    mesh: the device mesh.
+    rules: logical axis -> mesh axes.
+    unroll_collective_loops: unroll every loop whose body holds collectives (layer scans, microbatches); see
+      `collectives_need_unrolled_loops`.
+  """
   mesh: Mesh
   rules: rules_lib.Rules
+  unroll_collective_loops: bool = False
 
   def spec(self, logical_axes: Sequence[Optional[str]]) -> PartitionSpec:
     """The PartitionSpec for an array with these logical axes."""
@@ -58,6 +66,27 @@ def use_partitioner(partitioner: Optional[Partitioner]) -> Iterator[Optional[Par
 def current() -> Optional[Partitioner]:
   """The partitioner in use, or None outside `use_partitioner`."""
   return _CURRENT.get()
+
+
+def collectives_need_unrolled_loops() -> bool:
+  """Whether loops that hold collectives must be unrolled on this runtime: multi-process runs on the CPU backend.
+
+  XLA:CPU's gloo collectives carry no per-operation tag, so the two ends of a connection pair operations by the
+  order in which they are posted. And XLA:CPU's executor starts the collective after a while loop once the loop
+  has been *launched*, not finished, when the loop's body ends asynchronously. A collective after a scanned layer
+  stack can then be posted before the loop's last ones, in a different order on each process, and gloo aborts
+  ("op.preamble.length <= op.nbytes. 2048 vs 32"). Seen in about 1 of 8 two-process runs under load. Without
+  loops around collectives every process posts them in program order. GPU and TPU collectives are ordered on
+  their streams and need none of this.
+  """
+  return jax.process_count() > 1 and jax.default_backend() == "cpu"
+
+
+def scan_unroll(length: int) -> int:
+  """The `unroll` for a scan of `length` steps whose body holds collectives: all of them when the current
+  partitioner asks for unrolled collective loops, else 1."""
+  partitioner = current()
+  return length if partitioner is not None and partitioner.unroll_collective_loops else 1
 
 
 def constrain(x: jax.Array, logical_axes: Sequence[Optional[str]]) -> jax.Array:

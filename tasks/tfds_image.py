@@ -4,13 +4,12 @@ Nothing is downloaded: the dataset must already be prepared under `data_dir` (`t
 `tfds.builder(...).download_and_prepare()` on a machine with access). A missing dataset stops with a message
 that says where shardline looked and how to prepare it.
 """
-import os
-
 import gin
 import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from shardline.core import paths
 from shardline.core.errors import UserError
 
 
@@ -18,7 +17,7 @@ def check_prepared(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """The builder of a TFDS dataset prepared under data_dir; a UserError saying how to prepare it otherwise."""
   how = (f"Prepare it with `tfds build {tfds_name.split(':')[0]} --data_dir={data_dir}` where the data can be "
          f"reached, or point the task's data_dir in gin (e.g. --gin.tasks.tfds_image_classification.data_dir) at the folder that holds it.")
-  if not os.path.isdir(data_dir):
+  if not paths.exists(data_dir):
     raise UserError(f"TFDS data directory {data_dir!r} does not exist, so dataset {tfds_name!r} cannot be "
                     f"read. {how}")
   try:

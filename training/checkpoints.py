@@ -6,7 +6,6 @@ model configuration stops with the differences named, before anything is written
 into the target shardings, so a checkpoint saved on one mesh restores onto any other.
 """
 import json
-import os
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -15,8 +14,11 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import flags
 from orbax.checkpoint._src.multihost import multihost as ocp_multihost
+from orbax.checkpoint._src.path import atomicity
 
+from shardline.core import paths
 from shardline.core.errors import UserError, stderr_silenced
+from shardline.training import orbax_s3
 
 STATE = "state"
 META = "meta"
@@ -56,25 +58,39 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 class Checkpointer:
-  """Saves and restores training state under `<model_dir>/checkpoints`."""
+  """Saves and restores training state under `<model_dir>/checkpoints` (a local folder or a gs:// or s3:// URL).
 
-  def __init__(self, model_dir: str, keep: int = 3, save_every: int = 1000, async_save: bool = True):
+  A read-only checkpointer (evaluation, analysis) creates nothing: a MODEL_DIR without checkpoints stays as it
+  was.
+  """
+
+  def __init__(self, model_dir: str, keep: int = 3, save_every: int = 1000, async_save: bool = True,
+               read_only: bool = False):
     if keep < 1:
       raise UserError(f"keep_checkpoints = {keep}; keep at least 1 checkpoint.")
-    self.directory = os.path.abspath(os.path.join(model_dir, "checkpoints"))
+    self.directory = paths.display(paths.join(model_dir, "checkpoints"))
     if jax.process_count() > 1:
       _use_coordination_service_barriers()
     self.save_every = save_every
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=async_save)
+    self.read_only = read_only
+    extra = {}
+    if self.directory.startswith("s3://"):
+      orbax_s3.enable()
+      extra["temporary_path_class"] = atomicity.CommitFileTemporaryPath  # S3 cannot rename a directory
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                           enable_async_checkpointing=async_save, **extra)
+    self._manager = None
+    if read_only and not paths.exists(self.directory):
+      return  # nothing to read, and nothing may be created
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> Optional[int]:
     """The newest committed step, or None. Incomplete (in-flight or killed) saves are not counted."""
-    return self._manager.latest_step()
+    return self._manager.latest_step() if self._manager is not None else None
 
   def all_steps(self):
-    return self._manager.all_steps()
+    """Every committed step, oldest first."""
+    return self._manager.all_steps() if self._manager is not None else []
 
   def save(self, step: int, state: Any, meta: Dict[str, Any]) -> None:
     """Starts an asynchronous save of `state`; refuses a state with non-finite values."""
@@ -115,20 +131,22 @@ class Checkpointer:
     if diff:
       shown = "; ".join(f"{k}: checkpoint={a!r}, now={b!r}" for k, (a, b) in list(diff.items())[:8])
       more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
-      raise UserError(f"MODEL_DIR {os.path.dirname(self.directory)} holds checkpoints of a different model "
+      raise UserError(f"MODEL_DIR {self.directory.rsplit('/', 1)[0]} holds checkpoints of a different model "
                       f"configuration: {shown}{more}. Nothing was restored or overwritten. Use a new "
                       "--gin.MODEL_DIR for this configuration, or restore the original settings.")
 
   def _corrupt(self, step: int, error: Exception) -> UserError:
     detail = (str(error).splitlines() or [""])[0].split(" See full TensorStore details")[0][:200]
     return UserError(f"Checkpoint step {step} in {self.directory} could not be read ({detail}). It is "
-                     f"truncated or corrupt. shardline deleted nothing: move {os.path.join(self.directory, str(step))}"
+                     f"truncated or corrupt. shardline deleted nothing: move {paths.join(self.directory, str(step))}"
                      " aside to resume from the previous checkpoint, or use a new MODEL_DIR.")
 
   def wait(self) -> None:
     """Blocks until in-flight saves are committed."""
-    self._manager.wait_until_finished()
+    if self._manager is not None:
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+      self._manager.close()

@@ -1,12 +1,12 @@
 """Evaluation: metrics over a whole split, during training or from a checkpoint (`shardline eval`)."""
-import os
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import gin
 import jax
 
 from shardline.models.base import BaseModel
 from shardline.partitioning import mesh as mesh_lib
+from shardline.core import paths
 from shardline.core.errors import UserError
 from shardline.tasks import loader
 from shardline.training import checkpoints as checkpoints_lib
@@ -17,11 +17,14 @@ from shardline.training import summaries as summaries_lib
 
 
 def run_eval(eval_step: step_lib.PartitionedFunction, params: Any, feeder: data_lib.BatchFeeder,
-             batch_size: int) -> Dict[str, float]:
-  """Exact metrics over every example of the feeder's split (padding carries weight 0)."""
+             batch_size: int, on_batch: Optional[Callable[[], None]] = None) -> Dict[str, float]:
+  """Exact metrics over every example of the feeder's split (padding carries weight 0); `on_batch` is called
+  after each batch (the hang watchdog's progress)."""
   totals = None
   for batch in feeder.eval_batches(batch_size):
     totals = summaries_lib.accumulate(totals, eval_step(params, batch))
+    if on_batch is not None:
+      on_batch()
   return {k: float(s / max(w, 1e-12)) for k, (s, w) in totals.items()}
 
 
@@ -33,7 +36,8 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
 
   The mesh may differ from the one used in training: the checkpoint is restored into this run's shardings.
   """
-  checkpointer = checkpoints_lib.Checkpointer(model_dir, async_save=False)
+  model_dir = paths.check_url(model_dir, "MODEL_DIR (evaluate.model_dir)")
+  checkpointer = checkpoints_lib.Checkpointer(model_dir, async_save=False, read_only=True)
   available = checkpointer.all_steps()
   if not available:
     raise UserError(f"No checkpoint found in {checkpointer.directory}. Train first, or point "
@@ -53,11 +57,12 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
                                      run.eval_batch_sharding)
   metrics = run_eval(eval_step, state.params, feeder, batch_size)
   if jax.process_index() == 0:
-    print(f"Evaluated checkpoint step {step} of {os.path.abspath(model_dir)} on {task}/{split} "
+    print(f"Evaluated checkpoint step {step} of {paths.display(model_dir)} on {task}/{split} "
           f"({feeder.num_examples} examples, mesh {mesh_lib.describe(run.partitioner.mesh)}): "
           + summaries_lib.format_line(step, model.headline(metrics)).split(" | ", 1)[1])
   extra = {}
   if jax.process_count() == 1:  # reports gather one batch to the host; multi-process runs print metrics only
     first_batch = next(iter(feeder.eval_batches(batch_size)))
-    extra = model.eval_report(state.params, first_batch, metrics, os.path.join(model_dir, "eval"))
+    with paths.staged_dir(paths.join(model_dir, "eval")) as output_dir:
+      extra = model.eval_report(state.params, first_batch, metrics, output_dir)
   return {"step": step, "split": split, "metrics": metrics, "num_examples": feeder.num_examples, **extra}

@@ -1,5 +1,4 @@
 """`shardline infer`: restore a checkpoint and run the model's own analysis (plots and tables)."""
-import os
 from typing import Any, Dict, Optional
 
 import gin
@@ -7,6 +6,7 @@ import jax
 
 from shardline.models.base import BaseModel
 from shardline.partitioning.context import use_partitioner
+from shardline.core import paths
 from shardline.core.errors import UserError
 from shardline.tasks import loader
 from shardline.training import checkpoints as checkpoints_lib
@@ -22,7 +22,8 @@ def infer(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
 
   Outputs go to `output_dir` (MODEL_DIR/analysis by default); nothing else in MODEL_DIR is written.
   """
-  checkpointer = checkpoints_lib.Checkpointer(model_dir, async_save=False)
+  model_dir = paths.check_url(model_dir, "MODEL_DIR (infer.model_dir)")
+  checkpointer = checkpoints_lib.Checkpointer(model_dir, async_save=False, read_only=True)
   try:
     steps = checkpointer.all_steps()
     if not steps:
@@ -33,13 +34,11 @@ def infer(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
     state = checkpointer.restore(steps[-1], run.abstract_state, run.state_sharding)
   finally:
     checkpointer.close()
-  output_dir = output_dir or os.path.join(model_dir, "analysis")
-  if jax.process_index() == 0:
-    os.makedirs(output_dir, exist_ok=True)
+  output_dir = paths.check_url(output_dir or paths.join(model_dir, "analysis"), "infer.output_dir")
   feeder = data_lib.BatchFeeder(loader.materialize(task, split), run.eval_batch_sharding)
-  with use_partitioner(run.partitioner):
+  with use_partitioner(run.partitioner), paths.staged_dir(output_dir) as local_dir:
     try:
-      result = model.analyze(state.params, feeder.eval_batches(batch_size), output_dir)
+      result = model.analyze(state.params, feeder.eval_batches(batch_size), local_dir)
     except NotImplementedError as e:
       raise UserError(str(e)) from e
-  return {"step": steps[-1], "output_dir": os.path.abspath(output_dir), **result}
+  return {"step": steps[-1], "output_dir": paths.display(output_dir), **result}

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from shardline.partitioning.context import constrain
+from shardline.partitioning.context import constrain, scan_unroll
 
 ACCUMULATOR_DTYPE = jnp.float32
 
@@ -54,6 +54,6 @@ def accumulate_gradients(grad_fn: GradFn, params: Any, batch: Mapping[str, jax.A
     add = lambda total, x: total + x.astype(ACCUMULATOR_DTYPE)
     return jax.tree.map(add, carry, (loss, metrics, grads)), None
 
-  (loss_sum, metrics, grad_sum), _ = jax.lax.scan(body, init, (jnp.arange(k), micro))
+  (loss_sum, metrics, grad_sum), _ = jax.lax.scan(body, init, (jnp.arange(k), micro), unroll=scan_unroll(k))
   grads = jax.tree.map(lambda g, s: (g / k).astype(s.dtype), grad_sum, grads_shape)
   return ((loss_sum / k).astype(loss_shape.dtype), metrics), grads

@@ -8,6 +8,7 @@ from jax.sharding import NamedSharding
 from shardline.models.base import BaseModel
 from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning import rules as rules_lib
+from shardline.partitioning import context
 from shardline.partitioning.context import Partitioner
 from shardline.training import optimizer as optimizer_lib
 from shardline.training import train_state
@@ -38,7 +39,8 @@ def build(model: BaseModel, total_steps: int, global_batch: int, seed: int = 0,
   Validation happens here, before any compute: the mesh against the devices and every parameter dimension
   against the rules.
   """
-  partitioner = Partitioner(mesh_lib.make_mesh(devices=devices), rules_lib.rule_set())
+  partitioner = Partitioner(mesh_lib.make_mesh(devices=devices), rules_lib.rule_set(),
+                            unroll_collective_loops=context.collectives_need_unrolled_loops())
   tx, schedule = optimizer_lib.make_optimizer(total_steps=total_steps)
   batch_spec = model.batch_spec(global_batch)
   abstract, sharding, logical = train_state.abstract_state(model, tx, batch_spec, partitioner, seed)

@@ -1,11 +1,12 @@
 """Metrics: reduction of (sum, weight) pairs, the per-step metrics line, and TensorBoard summaries."""
 import json
-import os
 from typing import Dict, Mapping, Optional
 
 import jax
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from shardline.core import paths
 
 
 def reduce_metrics(metrics: Mapping[str, tuple]) -> Dict[str, float]:
@@ -34,6 +35,11 @@ def format_line(step: int, values: Mapping[str, float]) -> str:
       parts.append(f"lr {value:.2e}")
     elif key == "step_time":
       parts.append(f"{value * 1e3:.1f} ms/step")
+    elif key == "data_wait_ms":
+      share = values.get("data_wait_fraction")
+      parts.append(f"data wait {value:.1f} ms" + (f" ({100 * share:.1f}%)" if share is not None else ""))
+    elif key == "data_wait_fraction":
+      continue  # shown with data_wait_ms
     elif key == "examples_per_sec":
       parts.append(f"{value:.1f} ex/s")
     elif key == "tflops_per_device":
@@ -43,18 +49,24 @@ def format_line(step: int, values: Mapping[str, float]) -> str:
   return " | ".join(parts)
 
 
+KINDS = ("train", "eval", "goodput")
+
+
 class Summaries:
-  """TensorBoard event files under MODEL_DIR/{train,eval}, and the same values, exact, as JSON lines in
-  MODEL_DIR/metrics/{train,eval}.jsonl (appended across resumes). Only the primary process writes."""
+  """TensorBoard event files under MODEL_DIR/{train,eval,goodput}, and the same values, exact, as JSON lines in
+  MODEL_DIR/metrics/{train,eval,goodput}.jsonl (appended across resumes). Only the primary process writes.
+
+  MODEL_DIR may be a bucket: tensorboardX writes gs:// and s3:// event files itself (through
+  google-cloud-storage and boto3), and the JSON lines go through the path layer.
+  """
 
   def __init__(self, model_dir: str, primary: bool):
     self._writers = {}
     self._jsonl = {}
     if primary:
-      os.makedirs(os.path.join(model_dir, "metrics"), exist_ok=True)
-      for kind in ("train", "eval"):
-        self._writers[kind] = SummaryWriter(logdir=os.path.join(model_dir, kind))
-        self._jsonl[kind] = open(os.path.join(model_dir, "metrics", f"{kind}.jsonl"), "a")
+      for kind in KINDS:
+        self._writers[kind] = SummaryWriter(logdir=paths.join(model_dir, kind))
+        self._jsonl[kind] = paths.TextAppender(paths.join(model_dir, "metrics", f"{kind}.jsonl"))
 
   def write(self, kind: str, step: int, values: Mapping[str, float]) -> None:
     writer = self._writers.get(kind)
@@ -66,7 +78,6 @@ class Summaries:
     writer.flush()
     self._jsonl[kind].write(json.dumps({"step": step, **{k: v for k, v in values.items() if v is not None}})
                             + "\n")
-    self._jsonl[kind].flush()
 
   def close(self) -> None:
     for writer in self._writers.values():

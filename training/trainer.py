@@ -1,41 +1,36 @@
-"""The training loop, bound by gin as `train`."""
-import os
-import sys
+"""`train`, bound by gin: checks everything, sets the run up, restores or initialises, and runs the step loop."""
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import gin
 import jax
-import tqdm
 
+from shardline.core import paths
+from shardline.core.errors import UserError
 from shardline.models.base import BaseModel
 from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning import rules as rules_lib
-from shardline.core.errors import UserError
 from shardline.tasks import loader
 from shardline.training import checkpoints as checkpoints_lib
 from shardline.training import data as data_lib
 from shardline.training import flops as flops_lib
+from shardline.training import goodput as goodput_lib
+from shardline.training import loop as loop_lib
+from shardline.training import preemption as preemption_lib
+from shardline.training import profiling
 from shardline.training import setup as setup_lib
 from shardline.training import step as step_lib
 from shardline.training import summaries as summaries_lib
 from shardline.training import train_state
-from shardline.training.evaluate import run_eval
+from shardline.training import watchdog as watchdog_lib
 
 NONFINITE_POLICIES = ("stop", "skip")
+log = loop_lib.log
 
 
-def log(message: str) -> None:
-  """Prints from the primary process only, without breaking the progress bar."""
-  if jax.process_index() == 0:
-    tqdm.tqdm.write(message, file=sys.stdout)
-    sys.stdout.flush()
-
-
-def _validate(batch_size: int, steps: int, log_every: int, eval_every: int, checkpoint_every: int,
-              nonfinite_policy: str) -> None:
-  for name, value in (("train.batch_size", batch_size), ("train.steps", steps), ("train.log_every", log_every),
-                      ("train.eval_every", eval_every), ("train.checkpoint_every", checkpoint_every)):
+def _validate(batch_size: int, steps: int, schedule: loop_lib.Schedule, nonfinite_policy: str) -> None:
+  for name, value in (("train.batch_size", batch_size), ("train.steps", steps), ("train.log_every", schedule.log),
+                      ("train.eval_every", schedule.eval), ("train.checkpoint_every", schedule.checkpoint)):
     if value <= 0:
       raise UserError(f"{name} = {value}; it must be a positive integer.")
   if nonfinite_policy not in NONFINITE_POLICIES:
@@ -44,117 +39,27 @@ def _validate(batch_size: int, steps: int, log_every: int, eval_every: int, chec
 
 def _write_text(path: str, text: str) -> None:
   if jax.process_index() == 0:
-    with open(path, "w") as f:
-      f.write(text)
+    paths.write_text(path, text)
 
 
-class _Loop:
-  """One training run: the compiled step, the data, the schedule of logging, evaluation and checkpoints."""
+def _restore_or_init(run: setup_lib.RunSetup, checkpointer: checkpoints_lib.Checkpointer, seed: int):
+  """The latest checkpoint's state and step, or a fresh state at step 0."""
+  latest = checkpointer.latest_step()
+  if latest is None:
+    return train_state.init_state(run.model, run.tx, run.model.batch_spec(1), run.partitioner,
+                                  run.state_sharding, seed), 0
+  checkpointer.check_fingerprint(latest, run.fingerprint())
+  log(f"Resuming from checkpoint step {latest} in {checkpointer.directory}")
+  return checkpointer.restore(latest, run.abstract_state, run.state_sharding), latest
 
-  def __init__(self, run: setup_lib.RunSetup, task: str, model_dir: str, batch_size: int, eval_batch_size: int,
-               splits, seed: int, checkpointer: checkpoints_lib.Checkpointer, every: Dict[str, int],
-               nonfinite_policy: str, inject_nan_at_step: int, microbatches: int):
-    self.run, self.model_dir, self.batch_size = run, model_dir, batch_size
-    self.eval_batch_size, self.checkpointer, self.every = eval_batch_size, checkpointer, every
-    self.nonfinite_policy = nonfinite_policy
-    self.train_feeder = data_lib.BatchFeeder(loader.materialize(task, splits[0]), run.batch_sharding)
-    self.eval_feeder = data_lib.BatchFeeder(loader.materialize(task, splits[1]), run.eval_batch_sharding)
-    self.sampler = loader.StepSampler(self.train_feeder.num_examples, batch_size, seed)
-    self.step_fn = step_lib.jit_train_step(
-        step_lib.train_step_fn(run.model, run.tx, run.schedule, inject_nan_at_step, microbatches),
-        run.partitioner, run.state_sharding, run.batch_sharding)
-    self.eval_step = step_lib.jit_eval_step(run.model, run.partitioner, run.state_sharding.params,
-                                            run.eval_batch_sharding)
-    self.meta = {"fingerprint": run.fingerprint(),
-                 "data": {"task": task, "split": splits[0], "seed": seed, "global_batch": batch_size}}
-    self.summaries = None  # opened by train(), after restore_or_init has checked the MODEL_DIR
-    self.device_kind = jax.devices()[0].device_kind
-    # Gloo (multi-process CPU) pairs collectives by order, and asynchronous dispatch lets a process reach the
-    # next program's collectives (or orbax's barriers) while its peer is still in the previous one. GPU and TPU
-    # collectives are stream-ordered and need no such waits. (Simulated devices in one process need none
-    # either once XLA:CPU's thread pools have headroom: runtime.set_cpu_xla_flags.)
-    self.serialize_steps = jax.process_count() > 1 and jax.default_backend() == "cpu"
-    self.last_train: Dict[str, float] = {}
-    self.last_eval: Dict[str, float] = {}
 
-  def restore_or_init(self, seed: int):
-    """The latest checkpoint's state and step, or a fresh state at step 0."""
-    run = self.run
-    latest = self.checkpointer.latest_step()
-    if latest is None:
-      return train_state.init_state(run.model, run.tx, run.model.batch_spec(1), run.partitioner,
-                                    run.state_sharding, seed), 0
-    self.checkpointer.check_fingerprint(latest, run.fingerprint())
-    log(f"Resuming from checkpoint step {latest} in {self.checkpointer.directory}")
-    return self.checkpointer.restore(latest, run.abstract_state, run.state_sharding), latest
-
-  def compile(self, state, step: int):
-    start = time.time()
-    compiled = self.step_fn.lower(state, self.train_feeder.train_batch(self.sampler, step)).compile()
-    self.flops = flops_lib.compiled_flops(compiled)
-    log(f"Compiled the train step in {time.time() - start:.1f}s; {(self.flops or 0) / 1e9:.3f} GFLOP per "
-        "device per step (matmuls counted in the compiled program).")
-    return compiled
-
-  def _log_window(self, pending, done: int, seconds: float, steps: int) -> None:
-    totals = None
-    for metrics in pending:
-      totals = summaries_lib.accumulate(totals, metrics)
-    values = {k: float(s / max(w, 1e-12)) for k, (s, w) in totals.items()}
-    nonfinite = int(round(float(totals["nonfinite"][0])))
-    values.pop("nonfinite")
-    per_step = seconds / max(steps, 1)
-    values.update(step_time=per_step, examples_per_sec=self.batch_size / per_step,
-                  tflops_per_device=(self.flops or 0) / per_step / 1e12,
-                  mfu=flops_lib.mfu(self.flops, per_step, self.device_kind))
-    self.last_train = values
-    self.summaries.write("train", done, values)
-    log(summaries_lib.format_line(done, values))
-    if nonfinite:
-      self._handle_nonfinite(done, nonfinite)
-
-  def _handle_nonfinite(self, step: int, count: int) -> None:
-    if self.nonfinite_policy == "skip":
-      log(f"warning: {count} update(s) up to step {step} had a non-finite loss or gradient and were skipped.")
-      return
-    self.checkpointer.wait()
-    raise UserError(
-        f"The loss or gradients became NaN/Inf at or before step {step} ({count} step(s) in the last logging "
-        f"window); training stopped and the metrics so far are written. The non-finite update was not applied "
-        f"and nothing non-finite was checkpointed; the latest checkpoint is step {self.checkpointer.latest_step()}. "
-        "Lower the learning rate, enable clipping (optimizer.make_optimizer.clip_norm), or set "
-        "--gin.train.nonfinite_policy=\"'skip'\" to skip such updates.")
-
-  def train(self, state, compiled, start_step: int, steps: int):
-    self.summaries = summaries_lib.Summaries(self.model_dir, jax.process_index() == 0)
-    pending, window_start, window_step = [], time.time(), start_step
-    bar = tqdm.tqdm(total=steps, initial=start_step, dynamic_ncols=True, desc="train",
-                    disable=not (jax.process_index() == 0 and sys.stderr.isatty()))
-    try:
-      for step in range(start_step, steps):
-        state, metrics = compiled(state, self.train_feeder.train_batch(self.sampler, step))
-        if self.serialize_steps:
-          jax.block_until_ready((state, metrics))
-        pending.append(metrics)
-        bar.update(1)
-        done = step + 1
-        if done % self.every["log"] == 0 or done == steps:
-          self._log_window(pending, done, time.time() - window_start, done - window_step)
-          bar.set_postfix(loss=f"{self.last_train['loss']:.4f}")
-          pending, window_start, window_step = [], time.time(), done
-        if done % self.every["eval"] == 0 or done == steps:
-          evaluated = run_eval(self.eval_step, state.params, self.eval_feeder, self.eval_batch_size)
-          self.summaries.write("eval", done, {f"eval_{k}": v for k, v in evaluated.items()})
-          self.last_eval = {f"eval_{k}": v for k, v in self.run.model.headline(evaluated).items()}
-          log(summaries_lib.format_line(done, self.last_eval))
-        if done % self.every["checkpoint"] == 0 or done == steps:
-          self.checkpointer.save(done, state, self.meta)
-          if self.serialize_steps:
-            self.checkpointer.wait()  # orbax's barriers are collectives too
-    finally:
-      bar.close()
-      self.summaries.close()
-    return state
+def _compile(step_fn, state, batch):
+  start = time.time()
+  compiled = step_fn.lower(state, batch).compile()
+  flops = flops_lib.compiled_flops(compiled)
+  log(f"Compiled the train step in {time.time() - start:.1f}s; {(flops or 0) / 1e9:.3f} GFLOP per device per "
+      "step (matmuls counted in the compiled program).")
+  return compiled, flops
 
 
 @gin.configurable("train", denylist=["devices"])
@@ -162,14 +67,17 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
           batch_size: int = gin.REQUIRED, steps: int = gin.REQUIRED, eval_batch_size: Optional[int] = None,
           train_split: str = "train", eval_split: str = "test", log_every: int = 50, eval_every: int = 500,
           checkpoint_every: int = 500, keep_checkpoints: int = 3, async_checkpoints: bool = True,
-          seed: int = 0, nonfinite_policy: str = "stop", inject_nan_at_step: int = -1, microbatches: int = 1,
-          devices=None) -> Dict[str, Any]:
+          seed: int = 0, nonfinite_policy: str = "stop", microbatches: int = 1, save_on_preemption: bool = True,
+          profile_steps: Optional[Sequence[int]] = None, profile_every_process: bool = False,
+          hang_timeout_s: Optional[float] = None, hang_action: str = "dump", inject_nan_at_step: int = -1,
+          inject_stall: Optional[Sequence[float]] = None, devices=None) -> Dict[str, Any]:
   """Trains `model` on `task`, resuming from the latest checkpoint in `model_dir`.
 
   Args:
     model: the model (a `BaseModel`).
     task: the name of a registered seqio task.
-    model_dir: where checkpoints, TensorBoard summaries, metrics and the gin configs go.
+    model_dir: where checkpoints, TensorBoard summaries, metrics, profiles, hang dumps and the gin configs go: a
+      local folder, gs://bucket/path or s3://bucket/path.
     batch_size: the global batch size.
     steps: train until this step.
     eval_batch_size: batch size of evaluation; the training batch size by default.
@@ -182,41 +90,85 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
     seed: seeds parameters, the data order and the step RNG.
     nonfinite_policy: 'stop' (after writing the metrics, with a clear message) or 'skip' (count and continue)
       when the loss or gradients are NaN or Inf. Non-finite updates are never applied or checkpointed.
-    inject_nan_at_step: fault injection for testing the policy; -1 disables it.
     microbatches: gradient accumulation: each step's global batch runs as this many strided microbatches, one
       after another, for one optimizer update (training/microbatches.py). It must divide the per-device batch.
+    save_on_preemption: on SIGTERM, agree on a step across processes, save it, and exit with code 75
+      (training/preemption.py).
+    profile_steps: (first step, number of steps) to trace with the XProf profiler into MODEL_DIR/plugins/profile.
+    profile_every_process: trace on every process instead of process 0 only.
+    hang_timeout_s: seconds without progress before every process dumps its threads' stacks to stderr and
+      MODEL_DIR/hangs/; None: 20 x the median step time, at least 600 s (training/watchdog.py).
+    hang_action: 'dump' (and keep waiting) or 'abort' (exit with code 124 after the dump).
+    inject_nan_at_step: fault injection for testing the non-finite policy; -1 disables it.
+    inject_stall: fault injection for testing the watchdog: (step, seconds) stops the host before that step.
     devices: devices to use instead of all of them (tests).
 
   Returns:
-    A summary: final step, train and eval metrics, wall time and output paths.
+    A summary: final step, train and eval metrics, wall time, goodput, output paths, and where a preemption
+    stopped the run (None if it finished).
   """
-  start_time = time.time()
-  _validate(batch_size, steps, log_every, eval_every, checkpoint_every, nonfinite_policy)
+  goodput = goodput_lib.Goodput()
+  schedule = loop_lib.Schedule(log_every, eval_every, checkpoint_every)
+  _validate(batch_size, steps, schedule, nonfinite_policy)
+  profiling.check_steps(profile_steps, steps)
+  watchdog_lib.check_settings(hang_timeout_s, hang_action)
+  model_dir = paths.check_url(model_dir, "MODEL_DIR (train.model_dir)")
   eval_batch_size = eval_batch_size or batch_size
   run = setup_lib.build(model, steps, batch_size, seed, devices)
   data_lib.check_batch_divisible(batch_size, run.partitioner, "train.batch_size")
   data_lib.check_batch_divisible(eval_batch_size, run.partitioner, "train.eval_batch_size")
   data_lib.check_microbatches(batch_size, microbatches, run.partitioner)
   loader.materialize(task, train_split, max_examples=1)  # a missing task or split stops before anything is written
+  paths.check_writable(model_dir, "MODEL_DIR (train.model_dir)")
   if async_checkpoints and jax.process_count() > 1 and jax.default_backend() == "cpu":
     # An asynchronous save runs orbax's cross-process collectives on a background thread while the next
     # step runs its own, and gloo (CPU) pairs collectives by order; GPU and TPU runs keep saving in the background.
     log("Multi-process CPU run: checkpoints are saved synchronously.")
     async_checkpoints = False
   checkpointer = checkpoints_lib.Checkpointer(model_dir, keep_checkpoints, checkpoint_every, async_checkpoints)
+  primary = jax.process_index() == 0
+  summaries = None
+  watchdog = watchdog_lib.Watchdog(paths.join(model_dir, "hangs"), jax.process_index(), hang_timeout_s, hang_action)
   try:
-    loop = _Loop(run, task, model_dir, batch_size, eval_batch_size, (train_split, eval_split), seed,
-                 checkpointer, {"log": log_every, "eval": eval_every, "checkpoint": checkpoint_every},
-                 nonfinite_policy, inject_nan_at_step, microbatches)
-    state, start_step = loop.restore_or_init(seed)
-    _write_text(os.path.join(model_dir, "config.gin"), gin.config_str())
-    log(f"Training {type(model).__name__} on {task!r} | mesh {mesh_lib.describe(run.partitioner.mesh)} | "
-        f"rules {rules_lib.rule_set_name(run.partitioner.rules)} | batch {batch_size} | "
-        f"steps {start_step}->{steps} | MODEL_DIR {os.path.abspath(model_dir)}")
-    state = loop.train(state, loop.compile(state, start_step), start_step, steps)
+    with preemption_lib.PreemptionWatch(save_on_preemption) as preemption:
+      train_feeder = data_lib.BatchFeeder(loader.materialize(task, train_split), run.batch_sharding)
+      eval_feeder = data_lib.BatchFeeder(loader.materialize(task, eval_split), run.eval_batch_sharding)
+      sampler = loader.StepSampler(train_feeder.num_examples, batch_size, seed)
+      with goodput.measure("restore"):
+        state, start_step = _restore_or_init(run, checkpointer, seed)
+      _write_text(paths.join(model_dir, "config.gin"), gin.config_str())
+      log(f"Training {type(model).__name__} on {task!r} | mesh {mesh_lib.describe(run.partitioner.mesh)} | "
+          f"rules {rules_lib.rule_set_name(run.partitioner.rules)} | batch {batch_size}"
+          + (f" in {microbatches} microbatches" if microbatches > 1 else "")
+          + f" | steps {start_step}->{steps} | MODEL_DIR {paths.display(model_dir)}")
+      step_fn = step_lib.jit_train_step(
+          step_lib.train_step_fn(run.model, run.tx, run.schedule, inject_nan_at_step, microbatches),
+          run.partitioner, run.state_sharding, run.batch_sharding)
+      with goodput.measure("compile"):
+        compiled, flops = _compile(step_fn, state, train_feeder.train_batch(sampler, start_step))
+      summaries = summaries_lib.Summaries(model_dir, primary)
+      profiler = profiling.StepProfiler(model_dir, profile_steps, primary or profile_every_process)
+      eval_step = step_lib.jit_eval_step(run.model, run.partitioner, run.state_sharding.params,
+                                         run.eval_batch_sharding)
+      meta = {"fingerprint": run.fingerprint(),
+              "data": {"task": task, "split": train_split, "seed": seed, "global_batch": batch_size}}
+      loop = loop_lib.TrainingLoop(
+          run, train_feeder, eval_feeder, sampler, eval_step, eval_batch_size, checkpointer, meta, schedule,
+          nonfinite_policy, summaries, loop_lib.Services(preemption, watchdog.start(), profiler, goodput), flops,
+          tuple(inject_stall) if inject_stall else None)
+      outcome = loop.train(state, compiled, start_step, steps)
+      if profiler.published:
+        log(f"Profile of steps {profile_steps[0]}..{profile_steps[0] + profile_steps[1] - 1} written to "
+            f"{profiler.published}; open it with: tensorboard --logdir {paths.display(model_dir)} (Profile tab)")
+      spent = goodput.summary()
+      summaries.write("goodput", outcome.step, goodput_lib.Goodput.scalars(spent))
+      log(goodput_lib.Goodput.table(spent))
   finally:
+    watchdog.stop()
     checkpointer.close()
-  _write_text(os.path.join(model_dir, "operative_config.gin"), gin.operative_config_str())
-  return {"step": steps, "train": loop.last_train, "eval": loop.last_eval, "skipped": int(state.skipped),
-          "wall_seconds": time.time() - start_time, "model_dir": os.path.abspath(model_dir),
-          "checkpoints": checkpointer.directory}
+    if summaries is not None:
+      summaries.close()
+  _write_text(paths.join(model_dir, "operative_config.gin"), gin.operative_config_str())
+  return {"step": outcome.step, "train": loop.last_train, "eval": loop.last_eval, "skipped": int(outcome.state.skipped),
+          "wall_seconds": spent["total"], "goodput": spent, "model_dir": paths.display(model_dir),
+          "checkpoints": checkpointer.directory, "preempted_at": outcome.preempted_at, "saved_at": outcome.saved_at}

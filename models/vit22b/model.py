@@ -10,7 +10,7 @@ from shardline.models.common.patching import PatchEmbed, PositionEmbedding
 from shardline.models.vit22b.block import RESIDUAL_AXES, Block
 from shardline.models.vit22b.config import ViT22BConfig
 from shardline.partitioning import axes
-from shardline.partitioning.context import constrain
+from shardline.partitioning.context import constrain, scan_unroll
 
 _REMAT_POLICIES = {
     "full": None,
@@ -36,7 +36,7 @@ class Encoder(nn.Module):
     block = _block_class(cfg)
     if cfg.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=cfg.depth,
-                      metadata_params={nn.PARTITION_NAME: axes.LAYERS})
+                      metadata_params={nn.PARTITION_NAME: axes.LAYERS}, unroll=scan_unroll(cfg.depth))
       x, _ = stack(cfg, name="layers")(x, None)
     else:
       for i in range(cfg.depth):

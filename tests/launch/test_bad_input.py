@@ -41,7 +41,7 @@ def _cases(tmp):
                            ["Unknown partitioning rule set 'fsdp-tensor'", "fsdp_tensor"]),
       "zero expert capacity": (["train", "--gin_file=experiments/limoe_tiny_digits_cpu8.gin", run,
                                 "--gin.limoe.LIMoEConfig.capacity_factor=0.0"],
-                               ["capacity_factor=0.0 must be > 0", "limoe.LIMoEConfig"]),
+                               ["capacity_factor=0.0 must be positive", "limoe.LIMoEConfig"]),
       "missing precipitation store": (["train", "--gin_file=experiments/metnet2_tiny_sim_cpu8.gin",
                                        "--gin_file=tasks/precipitation_zarr.gin", run,
                                        f"--gin.tasks.precipitation_zarr.path='{tmp}/no_store'"],
