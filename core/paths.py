@@ -21,7 +21,7 @@ import socket
 import tempfile
 import urllib.parse
 import uuid
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 os.environ.setdefault("EPATH_USE_TF", "false")
 from etils import epath  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
@@ -167,20 +167,33 @@ def _endpoint(scheme: str):
 def _explain(error: Exception, path: str, what: str, action: str) -> UserError:
   """A storage client's exception as one paragraph that says what to do."""
   name, text = type(error).__name__, (str(error).splitlines() or [""])[0][:200]
-  scheme = path.split("://")[0]
-  if "NoCredentials" in name or "DefaultCredentials" in name or "credentials" in text.lower():
-    how = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE" if scheme == "s3" else
-           "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS")
-    return UserError(f"{what} = {path}: no credentials for {scheme}:// ({name}: {text}). To fix it, {how}.")
   if isinstance(error, PermissionError) or "403" in text or "AccessDenied" in text or "Forbidden" in text:
     return UserError(f"{what} = {path}: {action} was denied ({name}: {text}). Grant this account write access "
                      "to the bucket, or choose a bucket it may write.")
   return UserError(f"{what} = {path}: {action} failed ({name}: {text}). Check the bucket and your credentials.")
 
 
+def _missing_credentials(scheme: str) -> Optional[str]:
+  """Why the store's client has no credentials, or None. (Without this check gcsfs silently falls back to
+  anonymous access and s3fs reports a bucket it may not see as missing.)"""
+  if scheme == "s3":
+    import botocore.session  # pylint: disable=g-import-not-at-top
+    if botocore.session.get_session().get_credentials() is None:
+      return "the AWS credential chain found none"
+    return None
+  if os.environ.get("STORAGE_EMULATOR_HOST"):
+    return None  # the emulator takes anonymous requests
+  import google.auth  # pylint: disable=g-import-not-at-top
+  try:
+    google.auth.default()
+  except google.auth.exceptions.DefaultCredentialsError as e:
+    return (str(e).splitlines() or [""])[0][:200]
+  return None
+
+
 def check_writable(path: str, what: str) -> None:
-  """For a bucket URL: stops unless the store answers, the bucket exists and a test object can be written and
-  deleted under `path`. Local paths need no check (they are created when first written)."""
+  """For a bucket URL: stops unless the store answers, credentials exist, the bucket exists and a test object can
+  be written and deleted under `path`. Local paths need no check (they are created when first written)."""
   if not is_remote(path):
     return
   scheme, bucket = path.split("://")[0], urllib.parse.urlparse(path).netloc
@@ -190,6 +203,12 @@ def check_writable(path: str, what: str) -> None:
   except OSError as e:
     raise UserError(f"{what} = {path}: cannot reach the object store at {endpoint}: {e.strerror or e}. Check the "
                     "network, or the emulator address if you use one. Nothing was written.") from e
+  missing = _missing_credentials(scheme)
+  if missing:
+    how = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE" if scheme == "s3" else
+           "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS")
+    raise UserError(f"{what} = {path}: no credentials for {scheme}:// ({missing}). To fix it, {how}. Nothing was "
+                    "written.")
   try:
     bucket_exists = epath.Path(f"{scheme}://{bucket}").exists()
   except Exception as e:  # pylint: disable=broad-except  # each client raises its own types

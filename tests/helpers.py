@@ -73,10 +73,10 @@ def subprocess_env(env: dict = None) -> dict:
   return dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
 
 
-def run_shardline(*args: str, timeout: float = 600, env: dict = None) -> subprocess.CompletedProcess:
-  """Runs `python -m shardline.launch.cli <args>` in a subprocess from the repository root."""
+def run_shardline(*args: str, timeout: float = 600, env: dict = None, cwd=REPO) -> subprocess.CompletedProcess:
+  """Runs `python -m shardline.launch.cli <args>` in a subprocess (from the repository root by default)."""
   return subprocess.run(shardline_command(*args), capture_output=True, text=True, timeout=timeout,
-                        env=subprocess_env(env), cwd=REPO)
+                        env=subprocess_env(env), cwd=cwd)
 
 
 def tiny_train_args(model_dir, steps: int, *extra: str):

@@ -8,9 +8,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Dict, Iterator
+from typing import Dict, Iterator, List
 
 BUCKET = "shardline-test"
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _free_port() -> int:
@@ -47,13 +48,29 @@ def s3_env(url: str) -> Dict[str, str]:
           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
+def list_objects(env: Dict[str, str], prefix: str) -> List[str]:
+  """Names of the objects of BUCKET under `prefix`, read with the store's own client (not shardline's path layer)."""
+  if "AWS_ENDPOINT_URL" in env:
+    import boto3  # pylint: disable=g-import-not-at-top
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+  from google.auth.credentials import AnonymousCredentials  # pylint: disable=g-import-not-at-top
+  from google.cloud import storage  # pylint: disable=g-import-not-at-top
+  client = storage.Client(project=env["GOOGLE_CLOUD_PROJECT"], credentials=AnonymousCredentials(),
+                          client_options={"api_endpoint": env["STORAGE_EMULATOR_HOST"]})
+  return sorted(blob.name for blob in client.list_blobs(BUCKET, prefix=prefix))
+
+
 @contextlib.contextmanager
 def gcs_emulator() -> Iterator[Dict[str, str]]:
-  """A GCS emulator with bucket BUCKET; yields the client environment."""
+  """A GCS emulator (with the download headers of tests/gcs_emulator_main.py) holding bucket BUCKET; yields the
+  client environment."""
   port = _free_port()
-  server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator"), "start",
-                             "--host", "127.0.0.1", "--port", str(port), "--in-memory", "--default-bucket", BUCKET,
-                             "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  server = subprocess.Popen([sys.executable, "-m", "tests.gcs_emulator_main", "start", "--host", "127.0.0.1",
+                             "--port", str(port), "--in-memory", "--default-bucket", BUCKET, "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=_REPO)
   url = f"http://127.0.0.1:{port}"
   try:
     _wait_until_answering(f"{url}/storage/v1/b")

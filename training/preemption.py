@@ -39,6 +39,9 @@ class PreemptionWatch:
   def __enter__(self) -> "PreemptionWatch":
     if self.enabled and not self._multi_process:
       self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+    elif not self.enabled and self._multi_process:
+      # jax.distributed's preemption notifier caught SIGTERM in C++; without saves SIGTERM ends the process again.
+      self._previous_handler = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return self
 
   def __exit__(self, *exc_info) -> None:

@@ -1,10 +1,14 @@
 """Multi-process runs for real: 2 processes x 4 CPU devices over gloo against 1 process x 8, a checkpoint that
-restores in one process, and a missing peer that fails fast with a count instead of hanging."""
+restores in one process, a SIGTERM to one process that both answer by saving one agreed step, and a missing
+peer that fails fast with a count instead of hanging."""
+import os
 import re
+import signal
 import subprocess
 import time
 
 import numpy as np
+import psutil
 
 from shardline.launch import local
 from tests import helpers
@@ -56,3 +60,32 @@ def test_a_worker_without_its_coordinator_fails_fast(tmp_path):
                                  "--distributed_timeout=3", timeout=120)
   assert result.returncode == 2
   assert f"could not reach process 0 at 127.0.0.1:{port + 1} within 3s" in result.stderr
+
+
+def test_sigterm_to_one_process_saves_one_agreed_step_on_both(tmp_path):
+  model_dir = tmp_path / "run"
+  launch = ("launch-local", "--processes", "2", "--devices-per-process", "4", "--")
+  # Both hosts stall before step 6, so the signal sent to p1 after step 2 lands before the run can end.
+  process = subprocess.Popen(
+      helpers.shardline_command(*launch, *helpers.tiny_train_args(model_dir, 12), "--gin.train.inject_stall=(5, 30)"),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=helpers.subprocess_env(), cwd=helpers.REPO)
+  seen = []
+  for line in process.stdout:
+    seen.append(line)
+    if line.startswith("[p0] step 2 "):
+      workers = [c for c in psutil.Process(process.pid).children() if "--process_id=1" in c.cmdline()]
+      assert len(workers) == 1
+      workers[0].send_signal(signal.SIGTERM)  # only process 1 is told
+      break
+  output = "".join(seen) + process.stdout.read()
+  process.wait(timeout=300)
+  assert process.returncode == 75, output[-4000:]
+  agreed = re.search(r"\[p0\] shardline: preempted \(SIGTERM\) at step (\d+); checkpoint \1 is committed", output)
+  assert agreed, output[-3000:]
+  step = int(agreed.group(1))
+  assert 2 <= step <= 6
+  assert [d for d in os.listdir(model_dir / "checkpoints") if d.isdigit()] in ([str(step)], ["3", str(step)])
+
+  resumed = helpers.run_shardline(*launch, *helpers.tiny_train_args(model_dir, step + 2))
+  assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+  assert f"Resuming from checkpoint step {step}" in resumed.stdout

@@ -133,3 +133,54 @@ def test_nan_skip_policy_counts_and_continues(tmp_path):
   assert "skipped non-finite updates: 1" in result.stdout
   assert "were skipped" in result.stdout
   assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "6"]
+
+
+def _preempted_step(output: str) -> int:
+  assert "shardline: preempted (SIGTERM) at step " in output, output[-3000:]
+  return int(output.split("shardline: preempted (SIGTERM) at step ")[1].split(";")[0])
+
+
+def test_sigterm_saves_the_agreed_step_exits_75_and_the_resume_is_exact(tmp_path, reference_losses):
+  model_dir = tmp_path / "run"
+  args = helpers.tiny_train_args(model_dir, STEPS)
+  # The host stalls before step 7, so the signal sent after step 4 always lands before the run ends.
+  process = _popen(args + ("--gin.train.inject_stall=(6, 20)",))
+  seen = []
+  for line in process.stdout:
+    seen.append(line)
+    if line.startswith("step 4 "):
+      process.send_signal(signal.SIGTERM)
+      break
+  output = "".join(seen) + process.stdout.read()
+  process.wait(timeout=120)
+  assert process.returncode == 75, output[-3000:]
+  step = _preempted_step(output)
+  assert 4 <= step <= 7 and f"checkpoint {step} is committed" in output, output[-2000:]
+  assert str(step) in os.listdir(model_dir / "checkpoints")
+
+  resumed = _finish(args)
+  assert f"Resuming from checkpoint step {step}" in resumed.stdout
+  losses = helpers.train_losses(model_dir)
+  for later in range(step + 1, STEPS + 1):
+    assert losses[later] == reference_losses[later], (later, step)  # bit for bit
+
+
+def test_sigterm_while_compiling_stops_cleanly(tmp_path):
+  model_dir = tmp_path / "run"
+  process = _popen(helpers.tiny_train_args(model_dir, STEPS) + ("--gin.train.inject_stall=(1, 20)",))
+  seen = []
+  for line in process.stdout:
+    seen.append(line)
+    if line.startswith("Training "):  # printed just before the train step compiles
+      process.send_signal(signal.SIGTERM)
+      break
+  output = "".join(seen) + process.stdout.read()
+  process.wait(timeout=120)
+  assert process.returncode == 75, output[-3000:]
+  step = _preempted_step(output)
+  assert step in (0, 1, 2), output[-2000:]  # held until the first step boundary after the compile
+  if step == 0:
+    assert "no step was trained since the start, so nothing was saved" in output
+    assert not os.listdir(model_dir / "checkpoints")
+  else:
+    assert f"checkpoint {step} is committed" in output and str(step) in os.listdir(model_dir / "checkpoints")
