@@ -34,7 +34,7 @@ def main(argv: Sequence[str] = None):
   base = None
   for n, (name, bindings) in enumerate(VARIANTS.items()):
     gin_config.parse(args.gin_file, list(args.gin_bindings) + list(overrides) + bindings,
-                     allow_missing=("MODEL_DIR", "*data_dir"), allow_missing_data_libraries=True)
+                     allow_missing=plan_inputs.PLAN_NEEDS_NO, allow_missing_data_libraries=True)
     if n == 0:
       runtime.configure()  # before the first computation; the devices cannot change afterwards
       env = timing.environment()

@@ -130,7 +130,7 @@ def main(argv: Sequence[str] = None):
   args, overrides = flags.parse_args(parser, argv)
   gin_config.parse(args.gin_file, list(args.gin_bindings) + list(overrides),
                    [p for e in args.gin_search_paths for p in e.split(",") if p],
-                   allow_missing=("MODEL_DIR", "*data_dir"), allow_missing_data_libraries=True)
+                   allow_missing=plan_inputs.PLAN_NEEDS_NO, allow_missing_data_libraries=True)
   runtime.configure()
   model, batch_size = plan_inputs.plan_run()[:2]
   result = measure(model, batch_size, args.steps, args.warmup)

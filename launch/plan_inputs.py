@@ -3,6 +3,10 @@ from typing import Any, NamedTuple
 
 import gin
 
+# Required values that plans and benchmarks do not read: where the run writes, which data it reads, and the
+# class names that only zero-shot evaluation uses.
+PLAN_NEEDS_NO = ("MODEL_DIR", "*data_dir", "*tfds_name", "precipitation_zarr.path", "*class_names")
+
 
 class PlanInputs(NamedTuple):
   """What a plan or a benchmark needs of a run's gin files."""

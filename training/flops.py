@@ -16,6 +16,7 @@ PEAK_TFLOPS = (
     ("TPU v5p", 459.0),
     ("TPU v5", 459.0),
     ("TPU v4", 275.0),
+    ("TPU v3", 61.5),  # per TensorCore: v3 exposes each of a chip's two cores (123 TFLOP/s) as a device
 )
 
 

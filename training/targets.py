@@ -2,8 +2,8 @@
 
 `num_devices`, `hbm_bytes` and `peak_tflops` are per chip until `tpu_devices` has seen the topology's devices.
 
-Names: Cloud TPU accelerator types (v4-1024, v5p-256, v5litepod-64, v6e-256: v4 and v5p count TensorCores,
-two per chip; v5e and v6e count chips), explicit chip grids (v4:8x8x8, v5e:16x16), and GPU counts (8xH100,
+Names: Cloud TPU accelerator types (v3-128, v4-1024, v5p-256, v5litepod-64, v6e-256: v3, v4 and v5p count
+TensorCores, two per chip; v5e and v6e count chips), explicit chip grids (v4:8x8x8, v5e:16x16), and GPU counts (8xH100,
 16xH200).
 """
 import dataclasses
@@ -18,6 +18,8 @@ GIB = 2 ** 30
 
 # Per chip: HBM, dense bf16 peak TFLOP/s, and the chip grids of common slice sizes (by chip count).
 _TPU = {
+    "v3": dict(hbm=32 * GIB, peak=123.0, cores_per_chip=2, kind="TPU v3", grids={
+        4: "2x2", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16", 512: "16x32", 1024: "32x32"}),
     "v4": dict(hbm=32 * GIB, peak=275.0, cores_per_chip=2, kind="TPU v4", grids={
         4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8",
         512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"}),

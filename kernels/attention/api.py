@@ -18,6 +18,7 @@ from typing import Any, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from shardline.kernels import platform as platform_lib
 from shardline.kernels.attention import gpu, reference, tpu
 
 IMPLEMENTATIONS = ("auto", "xla", "pallas", "cudnn")
@@ -136,7 +137,7 @@ def flash_attention(q, k, v, *, mask_kind="none", block_size=None, q_segment_ids
     gpu_tuning: the GPU kernels' blocks, warps and stages (`gpu.Tuning`); by default `gpu.choose_tuning`.
     interpret: interpret mode (True / InterpretParams); by default on CPU only.
   """
-  platform = jax.default_backend()
+  platform = platform_lib.target_platform()
   backend = backend or ("tpu" if platform == "tpu" else "gpu")
   if interpret is None and platform == "cpu":
     from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top
@@ -173,7 +174,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mask_kind: str = "non
   validate(q, k, v, mask_kind, block_size, q_segment_ids, kv_segment_ids, block_prefix)
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"Unknown attention implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
-  platform = jax.default_backend()
+  platform = platform_lib.target_platform()
   cudnn_ok = mask_kind in ("none", "causal") and q_segment_ids is None
   if implementation == "auto":
     implementation = {"tpu": "pallas", "cpu": "xla"}.get(platform, "cudnn" if cudnn_ok else "pallas")

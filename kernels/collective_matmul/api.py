@@ -18,6 +18,7 @@ from jax import lax
 from jax.experimental.pallas import tpu as pltpu
 from jax.sharding import Mesh, PartitionSpec as P
 
+from shardline.kernels import platform as platform_lib
 from shardline.kernels.collective_matmul import reference, tpu
 
 IMPLEMENTATIONS = ("pallas", "xla")
@@ -76,7 +77,7 @@ def forward_fn(mesh: Mesh, axis: str, batch_axes: Sequence[str], implementation:
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"Unknown collective matmul implementation {implementation!r}; choose {IMPLEMENTATIONS}.")
   if interpret is None:
-    interpret = pltpu.InterpretParams() if jax.default_backend() != "tpu" else False
+    interpret = pltpu.InterpretParams() if platform_lib.target_platform() != "tpu" else False
   batch = tuple(batch_axes)
   B = None if not batch else (batch[0] if len(batch) == 1 else batch)
   return jax.shard_map(_local(implementation, axis, mesh.shape[axis], interpret), mesh=mesh,

@@ -12,6 +12,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from shardline.kernels import platform as platform_lib
 from shardline.kernels.moe import gpu, reference, tpu
 
 IMPLEMENTATIONS = ("xla", "pallas")
@@ -90,7 +91,7 @@ def grouped_matmul(lhs: jax.Array, rhs: jax.Array, counts: jax.Array, implementa
     raise ValueError(f"Unknown grouped matmul implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
   if implementation == "xla":
     return reference.grouped_matmul(lhs, rhs, counts)
-  platform = jax.default_backend()
+  platform = platform_lib.target_platform()
   backend = backend or ("tpu" if platform == "tpu" else "gpu")
   if interpret is None and platform == "cpu":
     from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top

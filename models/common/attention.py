@@ -10,6 +10,7 @@ from shardline.kernels.attention import reference
 from shardline.models.common import params as params_lib
 from shardline.models.common.norms import LayerNorm
 from shardline.partitioning import axes
+from shardline.partitioning import per_device
 
 
 class SelfAttention(nn.Module):
@@ -49,9 +50,10 @@ class SelfAttention(nn.Module):
     if self.is_mutable_collection("intermediates"):  # analysis only: the probabilities, for plots
       self.sow("intermediates", "attention_weights",
                reference.attention_weights(q, k, mask_kind=self.mask_kind, block_size=self.block_size))
-    o = attention_api.attention(q, k, v, mask_kind=self.mask_kind, block_size=self.block_size,
-                                q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
-                                implementation=self.implementation)
+    attend = lambda q, k, v, ids: attention_api.attention(
+        q, k, v, mask_kind=self.mask_kind, block_size=self.block_size, q_segment_ids=ids, kv_segment_ids=ids,
+        implementation=self.implementation)
+    o = per_device.attention(attend, q, k, v, segment_ids)
     # [b, l, h, d] x [h, d, e] -> [b, l, e]
     y = jnp.einsum("blhd,hde->ble", o, out.astype(self.dtype))
     if self.use_bias:

@@ -8,6 +8,7 @@ from shardline.models.common import params as params_lib
 from shardline.models.common.mlp import Mlp
 from shardline.models.common.norms import LayerNorm
 from shardline.partitioning import axes
+from shardline.partitioning import per_device
 
 
 class MapHead(nn.Module):
@@ -35,7 +36,7 @@ class MapHead(nn.Module):
     q = jnp.einsum("ble,ehd->blhd", probe, wq.astype(self.dtype))
     # [b, n, e] x [2, e, h, d] -> [2, b, n, h, d]
     k, v = jnp.einsum("bne,tehd->tbnhd", x.astype(self.dtype), wkv.astype(self.dtype))
-    o = attention_api.attention(q, k, v)
+    o = per_device.attention(lambda q, k, v, _: attention_api.attention(q, k, v), q, k, v)
     # [b, 1, h, d] x [h, d, e] -> [b, 1, e]
     pooled = jnp.einsum("blhd,hde->ble", o, wo.astype(self.dtype))
     y = LayerNorm(use_bias=True, dtype=self.dtype, name="norm")(pooled)

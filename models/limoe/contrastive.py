@@ -1,7 +1,7 @@
 """LIMoE as a trainable model: contrastive image-text training with the router losses, zero-shot evaluation."""
 import math
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gin
 import jax
@@ -44,15 +44,16 @@ class ContrastiveLIMoE(base.BaseModel):
   Args:
     config: the architecture.
     class_names, templates: zero-shot prompts; class i is the mean embedding of its templates filled with
-      class_names[i] (prompt ensembling, as in CLIP).
+      class_names[i] (prompt ensembling, as in CLIP). None (as `shardline plan` binds it) leaves the model
+      without zero-shot evaluation; training needs no class names.
     aux: the auxiliary-loss weights (losses.aux_weights).
   """
 
-  def __init__(self, config: LIMoEConfig = gin.REQUIRED, class_names: Sequence[str] = gin.REQUIRED,
+  def __init__(self, config: LIMoEConfig = gin.REQUIRED, class_names: Optional[Sequence[str]] = gin.REQUIRED,
                templates: Sequence[str] = ("a photo of the digit {}",), aux: Dict[str, float] = None):
     self.config = config
     self.module = LIMoE(config)
-    self.class_names, self.templates = tuple(class_names), tuple(templates)
+    self.class_names, self.templates = tuple(class_names or ()), tuple(templates)
     self.aux = aux if aux is not None else losses.aux_weights()
     for name, weight in self.aux.items():
       if name != "global_entropy_threshold" and weight < 0:
@@ -60,7 +61,7 @@ class ContrastiveLIMoE(base.BaseModel):
     threshold = self.aux["global_entropy_threshold"]
     self.threshold = math.log(config.num_experts) / 2 if threshold is None else threshold
     self.prompts = text.encode_all([t.format(c) for c in self.class_names for t in self.templates],
-                                   config.text_length)
+                                   config.text_length) if self.class_names else None
 
   def batch_spec(self, batch_size: int) -> Dict[str, jax.ShapeDtypeStruct]:
     c = self.config
@@ -91,6 +92,9 @@ class ContrastiveLIMoE(base.BaseModel):
 
   def class_embeddings(self, params) -> jax.Array:
     """[classes, D]: each class's prompts embedded, averaged over templates, renormalised."""
+    if not self.class_names:
+      raise UserError("Zero-shot evaluation of LIMoE needs the class names of the evaluation set: set "
+                      "limoe.ContrastiveLIMoE.class_names in your gin files.")
     emb, _ = self.module.apply({"params": params}, jnp.asarray(self.prompts), method=LIMoE.encode_texts)
     emb = emb.reshape(len(self.class_names), len(self.templates), -1).mean(axis=1)
     return emb / jnp.linalg.norm(emb, axis=-1, keepdims=True)

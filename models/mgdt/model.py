@@ -23,6 +23,7 @@ from shardline.models.common.norms import LayerNorm
 from shardline.models.mgdt import tokens
 from shardline.models.mgdt.config import MGDTConfig
 from shardline.partitioning import axes
+from shardline.partitioning import per_device
 from shardline.partitioning.context import constrain
 
 RESIDUAL = (axes.BATCH, axes.LENGTH, axes.EMBED)
@@ -49,7 +50,8 @@ class TimestepSelfAttention(nn.Module):
     mask = tokens.mask_arguments(cfg.num_patches)
     if self.is_mutable_collection("intermediates"):
       self.sow("intermediates", "attention_weights", attention_reference.attention_weights(q, k, **mask))
-    out = attention_api.attention(q, k, v, implementation=cfg.attention_impl, **mask)  # [b, l, h, d]
+    attend = lambda q, k, v, _: attention_api.attention(q, k, v, implementation=cfg.attention_impl, **mask)
+    out = per_device.attention(attend, q, k, v)  # [b, l, h, d]
     wo = params_lib.param(self, "out", init, (cfg.num_heads, head_dim, width), (axes.HEADS, axes.KV, axes.EMBED))
     return jnp.einsum("blhd,hde->ble", out, wo.astype(dtype))  # [b, l, h, d] x [h, d, e] -> [b, l, e]
 

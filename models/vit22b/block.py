@@ -19,6 +19,7 @@ from shardline.models.common.norms import LayerNorm
 from shardline.models.vit22b import projections
 from shardline.models.vit22b.config import ViT22BConfig
 from shardline.partitioning import axes
+from shardline.partitioning import per_device
 from shardline.partitioning.context import constrain
 
 RESIDUAL_AXES = (axes.BATCH, axes.LENGTH, axes.EMBED)
@@ -55,7 +56,8 @@ class Block(nn.Module):
     if cfg.qk_norm:
       q = LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.KV, dtype=dtype, name="query_norm")(q)
       k = LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.KV, dtype=dtype, name="key_norm")(k)
-    return attention_api.attention(q, k, v, implementation=cfg.attention_impl)
+    attend = lambda q, k, v, _: attention_api.attention(q, k, v, implementation=cfg.attention_impl)
+    return per_device.attention(attend, q, k, v)
 
   @nn.compact
   def __call__(self, x: jax.Array, _=None) -> Tuple[jax.Array, None]:

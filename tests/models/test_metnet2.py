@@ -162,7 +162,7 @@ def test_climatology_is_the_context_histogram():
 
 # --------------------------------------------------------------------------------------------- configurations
 def test_bad_configurations_are_refused():
-  with pytest.raises(UserError, match="divisible by downsample"):
+  with pytest.raises(UserError, match="downsample=2 must divide context=63"):
     MetNet2Config(context=63)
   with pytest.raises(UserError, match="power of two"):
     MetNet2Config(max_dilation=6)

@@ -101,5 +101,5 @@ def test_standard_sizes(size, expected_millions):
 def test_bad_config_is_a_user_error():
   with pytest.raises(UserError, match="head='cls' must be one of"):
     helpers.tiny_vit(head="cls")
-  with pytest.raises(UserError, match="not divisible by patch_size"):
+  with pytest.raises(UserError, match="patch_size=3 must divide image_size=8"):
     helpers.tiny_vit(patch_size=3)
