@@ -1,12 +1,16 @@
-"""gin: every file parses, overrides take effect, and configuration errors are explained."""
+"""gin: every file parses, every experiment builds abstractly, overrides take effect, and configuration errors
+are explained."""
 import glob
 import os
 import re
 
 import gin
+import jax
 import pytest
 
-from shardline.launch import gin_config, registry
+from shardline.launch import gin_config, plan_inputs, registry
+from shardline.training import data, setup, targets
+from tests.launch import test_plan
 from shardline.core.errors import UserError
 
 GIN_FILES = sorted(glob.glob(os.path.join(gin_config.GIN_DIR, "**", "*.gin"), recursive=True))
@@ -76,3 +80,25 @@ def test_unquoted_string_override():
 def test_missing_gin_file():
   with pytest.raises(UserError, match="searches the current directory"):
     gin_config.parse(["experiments/no_such.gin"])
+
+
+@pytest.mark.parametrize("experiment", sorted(os.path.basename(p)[:-4] for p in GIN_FILES if "/experiments/" in p))
+def test_every_experiment_builds_its_model_mesh_and_shardings(experiment):
+  """Abstractly (eval_shape, no compile): the model from its gin files, its mesh on the devices the experiment
+  asks for (8 simulated CPU devices, or one for the single-accelerator ones; pod experiments on their TPU topology
+  in test_plan.py), every parameter's and optimizer state's sharding, and the batch against the mesh."""
+  gin_config.parse([f"experiments/{experiment}.gin"], [], allow_missing=plan_inputs.PLAN_NEEDS_NO)
+  inputs = plan_inputs.plan_run()
+  if experiment in test_plan.POD_EXPERIMENTS:
+    devices = targets.tpu_devices(targets.resolve(test_plan.POD_EXPERIMENTS[experiment]))[0]
+  else:
+    try:
+      devices = jax.devices()[:gin.query_parameter("runtime.cpu_devices")]
+    except ValueError:  # no simulated devices bound: one accelerator
+      devices = jax.devices()[:1]
+  run = setup.build(inputs.model, inputs.steps, inputs.batch_size, devices=devices)
+  data.check_batch_divisible(inputs.batch_size, run.partitioner)
+  data.check_microbatches(inputs.batch_size, inputs.microbatches, run.partitioner)
+  assert run.partitioner.mesh.devices.size == len(devices)
+  leaves = jax.tree.leaves(run.abstract_state.params)
+  assert leaves and len(jax.tree.leaves(run.state_sharding.params)) == len(leaves)
