@@ -151,6 +151,32 @@ class TextAppender:
       self._file.close()
 
 
+def tensorstore_kvstore(path: str) -> dict:
+  """A TensorStore kvstore spec for a local path or a bucket URL, with the endpoint the other clients use (an
+  emulator's, or another S3-compatible store's; TensorStore's S3 driver does not read AWS_ENDPOINT_URL itself,
+  and without an explicit endpoint its requests never finish there)."""
+  if not is_remote(path):
+    return {"driver": "file", "path": path}
+  scheme, rest = path.split("://", 1)
+  bucket, _, key = rest.partition("/")
+  if scheme == "gs":
+    return {"driver": "gcs", "bucket": bucket, "path": key}
+  spec = {"driver": "s3", "bucket": bucket, "path": key,
+          "aws_region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+  endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+  if endpoint:
+    spec["endpoint"] = endpoint
+  return spec
+
+
+def check_local(path: str, what: str, why: str) -> str:
+  """`path` with ~ expanded; a UserError if it is a bucket URL, for data that must live on local disk (`why`)."""
+  path = check_url(path, what)
+  if is_remote(path):
+    raise UserError(f"{what} = {path}: {why} Give a local folder.")
+  return path
+
+
 def _endpoint(scheme: str):
   """(host, port, how it was chosen) of the object store that `scheme` URLs go to."""
   if scheme == "gs":

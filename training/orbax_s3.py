@@ -10,26 +10,15 @@ in S3 commit with a commit file instead of a directory rename, which S3 does not
 This reaches into orbax's private modules, so `enable()` first checks that they still look as expected and stops
 with a clear error if an orbax upgrade changed them. Remove it once orbax supports s3:// itself.
 """
-import os
 from typing import Any, Dict
 
 from orbax.checkpoint._src.path import gcs_utils
 from orbax.checkpoint._src.serialization import tensorstore_utils
 
+from shardline.core import paths
 from shardline.core.errors import UserError
 
 _ORIGINAL = {}
-
-
-def _kvstore_spec(path: str) -> Dict[str, Any]:
-  """TensorStore's S3 kvstore for s3://bucket/key; the endpoint follows AWS_ENDPOINT_URL[_S3] when set."""
-  bucket, _, key = path[len("s3://"):].partition("/")
-  spec = {"driver": "s3", "bucket": bucket, "path": key,
-          "aws_region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
-  endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-  if endpoint:
-    spec["endpoint"] = endpoint  # TensorStore does not read the variable itself
-  return spec
 
 
 def _normalize_path(path: str) -> str:
@@ -42,7 +31,7 @@ def _use_remote_driver(directory: str) -> bool:
 
 
 def _remote_kvstore(path: str) -> Dict[str, Any]:
-  return _kvstore_spec(path) if path.startswith("s3://") else _ORIGINAL["gcs_kvstore"](path)
+  return paths.tensorstore_kvstore(path) if path.startswith("s3://") else _ORIGINAL["gcs_kvstore"](path)
 
 
 def enable() -> None:

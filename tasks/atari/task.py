@@ -15,6 +15,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from shardline.core import paths
 from shardline.core.errors import UserError
 from shardline.tasks.atari import episodes, generate
 
@@ -67,7 +68,9 @@ def atari_episodes(data_dir: str = DEFAULT_DATA_DIR, games: Sequence[str] = gene
                     f"{validation_every} leaves no episode for 'train' or none for 'validation' (every "
                     "validation_every-th episode of a game is held out). Use validation_every >= 2 and "
                     "episodes_per_game >= validation_every.")
-  games, data_dir = tuple(games), os.path.expanduser(data_dir)
+  games = tuple(games)
+  data_dir = paths.check_local(data_dir, "tasks.atari_episodes.data_dir", "the generated episodes are read as "
+                               "local ArrayRecord files (every host generates the same data in under a minute).")
   ensure_generated(data_dir, games, episodes_per_game, max_steps, seed)
   key = repr((os.path.abspath(data_dir), games, episodes_per_game, max_steps, seed, timesteps, stride,
               validation_every))

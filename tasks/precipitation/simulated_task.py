@@ -16,6 +16,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from shardline.core import paths
 from shardline.tasks.precipitation import features, simulator
 
 SPLIT_OFFSETS = {"train": 0, "validation": 1, "test": 2}
@@ -64,6 +65,8 @@ def precipitation_simulation(num_train: int = 2048, num_test: int = 256, seed: i
     cache_dir: where generated splits are kept.
     context, target, input_frames, lead_times, domain: see simulator.SimulatorConfig.
   """
+  cache_dir = paths.check_local(cache_dir, "tasks.precipitation_simulation.cache_dir", "the simulated splits are "
+                                "cached on local disk (each host simulates the same examples).")
   config = simulator.SimulatorConfig(domain=domain, context=context, target=target, input_frames=input_frames,
                                      lead_times=tuple(lead_times))
   sizes = {"train": num_train, "validation": num_test, "test": num_test}

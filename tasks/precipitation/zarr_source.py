@@ -11,7 +11,6 @@ times spatial windows of side `context` (every `spatial_stride` pixels). Splits 
 `test_fraction` of forecast times is 'test', so no test frame is seen in training.
 """
 import hashlib
-import os
 from typing import Dict, Tuple
 
 import gin
@@ -20,6 +19,7 @@ import seqio
 import tensorflow as tf
 import tensorstore as ts
 
+from shardline.core import paths
 from shardline.core.errors import UserError
 from shardline.tasks.precipitation import features, simulator
 
@@ -29,13 +29,15 @@ DIMENSIONS = ("time", "y", "x")
 
 def open_variables(path: str) -> Dict[str, np.ndarray]:
   """Every expected variable of the store at `path`, read into memory; UserErrors name what is wrong."""
-  if not os.path.isdir(path):
+  path = paths.check_url(path, "tasks.precipitation_zarr.path")
+  if not paths.exists(path):
     raise UserError(f"Precipitation store {path!r} does not exist. Point --gin.tasks.precipitation_zarr.path "
-                    "at a directory of Zarr v3 arrays (see shardline/tasks/precipitation/zarr_source.py).")
+                    "at a directory (or gs:// or s3:// prefix) of Zarr v3 arrays (see "
+                    "shardline/tasks/precipitation/zarr_source.py).")
   arrays = {}
   for name in VARIABLES:
     try:
-      store = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": os.path.join(path, name)}},
+      store = ts.open({"driver": "zarr3", "kvstore": paths.tensorstore_kvstore(paths.join(path, name))},
                       open=True).result()
     except Exception as e:  # tensorstore raises ValueError subclasses with long messages
       raise UserError(f"Precipitation store {path!r} has no readable Zarr v3 array {name!r} "
@@ -89,7 +91,7 @@ def precipitation_zarr(path: str = gin.REQUIRED, context: int = 64, target: int 
   splits = {"train": times < cutoff, "test": times >= cutoff}
   if not splits["train"].any() or not splits["test"].any():
     raise UserError(f"{path!r} holds too few forecast times to split {1 - test_fraction:.0%}/{test_fraction:.0%}.")
-  name = "precipitation_zarr_" + hashlib.sha1(repr((os.path.abspath(path), context, target, input_frames,
+  name = "precipitation_zarr_" + hashlib.sha1(repr((paths.display(path), context, target, input_frames,
                                                      tuple(lead_times), time_stride, spatial_stride,
                                                      test_fraction)).encode()).hexdigest()[:10]
   if name not in seqio.TaskRegistry.names():

@@ -89,3 +89,15 @@ def test_sigterm_to_one_process_saves_one_agreed_step_on_both(tmp_path):
   resumed = helpers.run_shardline(*launch, *helpers.tiny_train_args(model_dir, step + 2))
   assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
   assert f"Resuming from checkpoint step {step}" in resumed.stdout
+
+
+def test_a_failed_launch_shows_every_process_tail_and_keeps_the_logs(tmp_path):
+  logs = tmp_path / "logs"
+  result = helpers.run_shardline("launch-local", "--processes", "2", "--devices-per-process", "4", "--log_dir",
+                                 str(logs), "--", *helpers.tiny_train_args(tmp_path / "run", 0))
+  assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+  assert f"whole logs: {logs}" in result.stderr
+  for process in ("p0", "p1"):
+    assert f"--- {process} (exit 2), {logs / process}.log" in result.stderr
+    assert "train.steps = 0; it must be a positive integer" in (logs / f"{process}.log").read_text()
+  assert result.stderr.count("train.steps = 0; it must be a positive integer") >= 2  # in both tails

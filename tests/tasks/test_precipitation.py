@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
+from shardline.core import paths
 from shardline.core.errors import UserError
 from shardline.tasks import loader
 from shardline.tasks.precipitation import simulated_task, simulator, zarr_source
+from tests import storage_servers
 
 CONFIG = simulator.SimulatorConfig(domain=64, context=48, target=16, lead_times=(1, 4), initiation_rate=0.0,
                                    growth=0.0, saturation=0.0, noise=0.0, spin_up=2)
@@ -55,7 +57,7 @@ def _write_store(path, steps=12, size=40, dims=("time", "y", "x"), skip=()):
   for name in zarr_source.VARIABLES:
     if name in skip:
       continue
-    store = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / name)},
+    store = ts.open({"driver": "zarr3", "kvstore": paths.tensorstore_kvstore(paths.join(str(path), name)),
                      "metadata": {"shape": [steps, size, size], "data_type": "float32",
                                   "dimension_names": list(dims)}}, create=True).result()
     store.write(rng.gamma(0.5, 2.0, (steps, size, size)).astype(np.float32)).result()
@@ -85,3 +87,20 @@ def test_zarr_loader_errors(tmp_path):
   _write_store(tmp_path / "dims", dims=("t", "lat", "lon"))
   with pytest.raises(UserError, match="expected \\('time', 'y', 'x'\\)"):
     zarr_source.open_variables(str(tmp_path / "dims"))
+
+
+def test_zarr_store_in_an_s3_bucket(monkeypatch):
+  with storage_servers.s3_server() as env:
+    for name, value in env.items():
+      monkeypatch.setenv(name, value)
+    url = f"s3://{storage_servers.BUCKET}/radar.zarr"
+    _write_store(url)
+    arrays = zarr_source.open_variables(url)
+    assert sorted(arrays) == sorted(zarr_source.VARIABLES) and arrays["precipitation"].shape == (12, 40, 40)
+    with pytest.raises(UserError, match="does not exist"):
+      zarr_source.open_variables(f"s3://{storage_servers.BUCKET}/absent.zarr")
+
+
+def test_the_simulated_cache_must_be_local():
+  with pytest.raises(UserError, match="cached on local disk"):
+    simulated_task.precipitation_simulation(cache_dir="gs://bucket/cache")
