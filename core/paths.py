@@ -16,9 +16,7 @@ credential never surfaces an hour into a run.
 import contextlib
 import os
 import re
-import shutil
 import socket
-import tempfile
 import urllib.parse
 import uuid
 from typing import Iterator, List, Optional
@@ -26,6 +24,7 @@ from typing import Iterator, List, Optional
 os.environ.setdefault("EPATH_USE_TF", "false")
 from etils import epath  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
+from shardline.core import scratch  # noqa: E402  pylint: disable=g-import-not-at-top
 from shardline.core.errors import UserError  # noqa: E402  pylint: disable=g-import-not-at-top
 
 REMOTE_SCHEMES = ("gs", "s3")
@@ -116,12 +115,12 @@ def staged_dir(path: str) -> Iterator[str]:
     makedirs(path)
     yield path
     return
-  local = tempfile.mkdtemp(prefix="shardline-stage-")
+  local = scratch.make_local_scratch("stage")
   try:
     yield local
     upload_tree(local, path)
   finally:
-    shutil.rmtree(local, ignore_errors=True)
+    scratch.remove_local_scratch(local)
 
 
 class TextAppender:
@@ -242,9 +241,9 @@ def check_writable(path: str, what: str) -> None:
   if not bucket_exists:
     raise UserError(f"{what} = {path}: bucket {bucket!r} does not exist at {endpoint}. Create it first (shardline "
                     "never creates buckets), or fix the name. Nothing was written.")
-  probe = epath.Path(join(path, f".shardline-write-check-{uuid.uuid4().hex}"))
+  probe = join(path, f"{scratch.PROBE_PREFIX}{uuid.uuid4().hex}")
   try:
-    probe.write_text("shardline checks that it may write here; this object is deleted at once\n")
-    probe.unlink()
+    epath.Path(probe).write_text("shardline checks that it may write here; this object is deleted at once\n")
+    scratch.remove_probe(probe)
   except Exception as e:  # pylint: disable=broad-except
     raise _explain(e, path, what, "writing a test object") from e

@@ -15,12 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Deque, List, Sequence
 
 from shardline.launch import errors
+from shardline.core import scratch
 from shardline.core.errors import UserError
 from shardline.training import preemption
 
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] = None) -> int:
       raise UserError("launch-local runs `train` or `eval`: put the subcommand and its flags after --.")
     if args.processes < 1 or args.devices_per_process < 1:
       raise UserError("--processes and --devices-per-process must be at least 1.")
-    log_dir = args.log_dir or tempfile.mkdtemp(prefix="shardline-launch-local-")
+    log_dir = args.log_dir or scratch.make_local_scratch("launch-local")
     os.makedirs(log_dir, exist_ok=True)
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
     commands = build_commands(args.processes, args.devices_per_process, command, _free_port_pair())

@@ -1,13 +1,18 @@
 """Safety properties that hold by construction, checked over the source: no pickle is ever loaded, and shardline
-itself deletes nothing (the only deletions are orbax's keep-N pruning inside MODEL_DIR/checkpoints)."""
+itself deletes nothing of its users' (orbax's keep-N pruning inside MODEL_DIR/checkpoints aside, the only deletions
+are in core/scratch.py, which removes shardline's own scratch folders and write-check probes and refuses anything
+else)."""
 import os
 import re
+import tempfile
 
 import pytest
 
+from shardline.core import scratch
 from tests import helpers
 
-PACKAGE_DIRS = ("partitioning", "models", "kernels", "tasks", "training", "launch", "benchmarks")
+PACKAGE_DIRS = ("core", "partitioning", "models", "kernels", "tasks", "training", "launch", "benchmarks")
+DELETER = os.path.join("core", "scratch.py")
 
 
 def _sources():
@@ -33,5 +38,18 @@ def test_no_pickle(pattern):
 @pytest.mark.parametrize("pattern", [r"\brmtree\(", r"\bos\.remove\(", r"\bos\.unlink\(", r"\.unlink\(",
                                      r"\bos\.rmdir\("])
 def test_shardline_deletes_nothing(pattern):
-  offenders = [path for path, text in _sources() if re.search(pattern, text)]
+  offenders = [path for path, text in _sources() if re.search(pattern, text) and path != DELETER]
   assert not offenders, offenders
+
+
+def test_the_one_deleter_refuses_what_is_not_its_own(tmp_path):
+  (tmp_path / "mine.txt").write_text("keep")
+  for path in (str(tmp_path), os.path.join(tempfile.gettempdir(), "not-shardline"), "/"):
+    with pytest.raises(ValueError, match="refusing to delete"):
+      scratch.remove_local_scratch(path)
+  with pytest.raises(ValueError, match="refusing to delete"):
+    scratch.remove_probe(str(tmp_path / "mine.txt"))
+  assert (tmp_path / "mine.txt").read_text() == "keep"
+  own = scratch.make_local_scratch("test")
+  scratch.remove_local_scratch(own)
+  assert not os.path.exists(own)

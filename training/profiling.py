@@ -11,13 +11,12 @@ path layer (JAX's own file layer knows no S3 and no storage emulator). By defaul
 """
 import contextlib
 import os
-import shutil
-import tempfile
 from typing import Iterator, Optional, Sequence
 
 import jax
 
 from shardline.core import paths
+from shardline.core import scratch
 from shardline.core.errors import UserError
 
 STEP_NAME = "train"
@@ -53,7 +52,7 @@ class StepProfiler:
     """Starts tracing at the first profiled step."""
     if self.window is not None and step == self.window[0]:
       self._local_dir = (self.model_dir if not paths.is_remote(self.model_dir)
-                         else tempfile.mkdtemp(prefix="shardline-profile-"))
+                         else scratch.make_local_scratch("profile"))
       jax.profiler.start_trace(self._local_dir)
 
   @contextlib.contextmanager
@@ -77,6 +76,6 @@ class StepProfiler:
     if paths.is_remote(self.model_dir):
       self.published = paths.join(self.model_dir, "plugins", "profile", newest)
       paths.upload_tree(os.path.join(runs, newest), self.published)
-      shutil.rmtree(local, ignore_errors=True)
+      scratch.remove_local_scratch(local)
     else:
       self.published = os.path.join(runs, newest)
