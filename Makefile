@@ -27,7 +27,7 @@ demo: $(STAMP)
 	  --gin.MODEL_DIR="'$(DEMO_DIR)'"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=30 tests
 
 clean-venv:
 	rm -rf $(VENV)

@@ -109,6 +109,7 @@ class TrainingLoop:
 
   def _evaluate(self, state, done: int) -> None:
     with self.services.goodput.measure("eval"):
+      self._stall_if_injected(done, "eval")
       evaluated = run_eval(self.eval_step, state.params, self.eval_feeder, self.eval_batch_size,
                            on_batch=self.services.watchdog.progress)
     self.summaries.write("eval", done, {f"eval_{k}": v for k, v in evaluated.items()})
@@ -122,20 +123,19 @@ class TrainingLoop:
         self.checkpointer.wait()
     self.services.watchdog.progress()
 
-  def _stall_if_injected(self, step: int) -> None:
-    """Fault injection for the watchdog's test: the host stops at this step as a hung collective would."""
-    if self.inject_stall is not None and step == self.inject_stall[0]:
+  def _stall_if_injected(self, step: int, where: str) -> None:
+    """Fault injection for the watchdog's and preemption's tests: the host stops before step `step` ('step') or
+    before the evaluation after it ('eval'), as a hung collective would."""
+    if self.inject_stall is not None and (step, where) == (self.inject_stall[0], self.inject_stall[2]):
       time.sleep(self.inject_stall[1])
 
   def _preempt(self, state, step: int) -> Outcome:
-    latest = self.checkpointer.latest_step()
-    saved_at = latest
-    if step > 0 and latest != step:
+    with self.services.goodput.measure("checkpoint"):
+      self.checkpointer.wait()  # a save of this very step may still be in flight
+    saved_at = self.checkpointer.latest_step()
+    if step > 0 and saved_at != step:
       self._save(state, step, wait=True)
       saved_at = step
-    else:
-      with self.services.goodput.measure("checkpoint"):
-        self.checkpointer.wait()
     return Outcome(state, step, preempted_at=step, saved_at=saved_at)
 
   def train(self, state, compiled, start_step: int, steps: int) -> Outcome:
@@ -157,7 +157,7 @@ class TrainingLoop:
           window_data += time.perf_counter() - data_start
         services.profiler.before_step(step)
         with services.profiler.annotate(step):
-          self._stall_if_injected(step)
+          self._stall_if_injected(step, "step")
           state, metrics = compiled(state, batch)
         if self.serialize_steps:
           jax.block_until_ready((state, metrics))

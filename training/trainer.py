@@ -100,7 +100,8 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
       MODEL_DIR/hangs/; None: 20 x the median step time, at least 600 s (training/watchdog.py).
     hang_action: 'dump' (and keep waiting) or 'abort' (exit with code 124 after the dump).
     inject_nan_at_step: fault injection for testing the non-finite policy; -1 disables it.
-    inject_stall: fault injection for testing the watchdog: (step, seconds) stops the host before that step.
+    inject_stall: fault injection for the watchdog's and preemption's tests: (step, seconds) stops the host before
+      that step; (step, seconds, 'eval') before the evaluation after it.
     devices: devices to use instead of all of them (tests).
 
   Returns:
@@ -155,7 +156,7 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
       loop = loop_lib.TrainingLoop(
           run, train_feeder, eval_feeder, sampler, eval_step, eval_batch_size, checkpointer, meta, schedule,
           nonfinite_policy, summaries, loop_lib.Services(preemption, watchdog.start(), profiler, goodput), flops,
-          tuple(inject_stall) if inject_stall else None)
+          (tuple(inject_stall) + ("step",))[:3] if inject_stall else None)
       outcome = loop.train(state, compiled, start_step, steps)
       if profiler.published:
         log(f"Profile of steps {profile_steps[0]}..{profile_steps[0] + profile_steps[1] - 1} written to "

@@ -1,4 +1,5 @@
 """A few steps of `shardline train` in a subprocess, a resume that continues from the saved step, and eval."""
+import json
 import os
 import re
 
@@ -23,6 +24,11 @@ def test_train_resume_and_eval(tmp_path):
   for name in ("config.gin", "operative_config.gin"):
     assert "train.steps = 4" in (model_dir / name).read_text()
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(model_dir / "train"))
+  assert re.search(r"Goodput: [\d.]+% of [\d.]+ s trained", first.stdout) and "  compile " in first.stdout
+  goodput = json.loads((model_dir / "metrics" / "goodput.jsonl").read_text().splitlines()[-1])
+  fractions = [v for k, v in goodput.items() if k.endswith("_fraction")]
+  assert goodput["step"] == 4 and abs(sum(fractions) - 1) < 1e-6 and goodput["goodput/compile_seconds"] > 0
+  assert re.search(r"step 4 \| .*data wait [\d.]+ ms \([\d.]+%\)", first.stdout)
 
   second = _train(model_dir, 6)
   assert second.returncode == 0, second.stderr[-3000:]

@@ -184,3 +184,20 @@ def test_sigterm_while_compiling_stops_cleanly(tmp_path):
     assert not os.listdir(model_dir / "checkpoints")
   else:
     assert f"checkpoint {step} is committed" in output and str(step) in os.listdir(model_dir / "checkpoints")
+
+
+def test_sigterm_during_an_evaluation_saves_when_it_ends(tmp_path):
+  model_dir = tmp_path / "run"
+  args = helpers.tiny_train_args(model_dir, STEPS, "--gin.train.eval_every=3")
+  process = _popen(args + ("--gin.train.inject_stall=(3, 10, 'eval')",))  # the evaluation after step 3 stalls
+  seen = []
+  for line in process.stdout:
+    seen.append(line)
+    if line.startswith("step 3 "):  # the metrics line comes just before that evaluation
+      process.send_signal(signal.SIGTERM)
+      break
+  output = "".join(seen) + process.stdout.read()
+  process.wait(timeout=120)
+  assert process.returncode == 75, output[-3000:]
+  assert "step 3 | eval_accuracy" in output  # the evaluation finished
+  assert _preempted_step(output) == 3 and "checkpoint 3 is committed" in output
