@@ -12,9 +12,9 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 # Every shipped pod experiment and the slice it is meant for.
 POD_EXPERIMENTS = {"vit22b_pod_v4": "v4-1024", "limoe_h14_pod_v5p": "v5p-256", "mgdt_200m_pod_v4": "v4-64",
                    "metnet2_paper_v3": "v3-128"}
-# Quick plans (planning.QUICK_COMPILE_OPTIONS) moved memory by -2.6% to +0.8% against full-effort compiles of
+# Quick plans (planning.QUICK_COMPILE_OPTIONS) moved memory by -7.8% to 0.0% against full-effort compiles of
 # these experiments (BENCHMARKS.md); a pod experiment must fit with more headroom than that.
-QUICK_PLAN_HEADROOM = 0.95
+QUICK_PLAN_HEADROOM = 0.90
 
 
 def _plan(experiment, topology, *overrides, quick=False):
