@@ -16,11 +16,33 @@ from typing import Iterable, List, Sequence
 
 import gin
 from gin import config as gin_config_lib
+from gin import resource_reader
 
 from shardline.launch import registry
 from shardline.core.errors import UserError
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def _in_python_package(config_path: str) -> bool:
+  try:
+    return resource_reader.system_path_file_exists(config_path)
+  except TypeError:  # a plain folder imported as a namespace package: it has no file location
+    return False
+
+
+def _tolerate_plain_folders_named_like_includes() -> None:
+  """gin also looks for an include such as 'runs/train.gin' inside a Python package named 'runs'. Under
+  `python -m`, the current directory is on sys.path, and a plain folder there with that name (`make demo` writes
+  runs/) imports as a namespace package with no file location: gin's lookup then fails with a TypeError instead
+  of trying the next place. Such a lookup now counts as "not there" (gin-config 0.5)."""
+  readers = gin_config_lib._FILE_READERS  # pylint: disable=protected-access
+  for i, (reader, exists) in enumerate(readers):
+    if exists is resource_reader.system_path_file_exists:
+      readers[i] = (reader, _in_python_package)
+
+
+_tolerate_plain_folders_named_like_includes()
 
 
 def override_to_binding(flag_value: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from shardline.launch import gin_config, plan_inputs, registry
 from shardline.training import data, setup, targets
+from tests import helpers
 from tests.launch import test_plan
 from shardline.core.errors import UserError
 
@@ -102,3 +103,11 @@ def test_every_experiment_builds_its_model_mesh_and_shardings(experiment):
   assert run.partitioner.mesh.devices.size == len(devices)
   leaves = jax.tree.leaves(run.abstract_state.params)
   assert leaves and len(jax.tree.leaves(run.state_sharding.params)) == len(leaves)
+
+
+def test_a_folder_named_like_an_include_in_the_working_directory(tmp_path):
+  for name in ("runs", "models", "tasks"):  # `make demo` writes runs/; users keep models/ and tasks/ folders
+    (tmp_path / name).mkdir()
+  result = helpers.run_shardline("plan", f"--gin_file={EXPERIMENT}", "--topology=8xH100", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "FITS" in result.stdout
