@@ -14,6 +14,20 @@ Batch = Mapping[str, jax.Array]
 Metrics = Dict[str, Tuple[jax.Array, jax.Array]]  # name -> (sum, weight)
 
 
+@dataclasses.dataclass(frozen=True)
+class TransferRules:
+  """How a checkpoint of another configuration of a model maps onto this one (`train.init_from`).
+
+  Attributes:
+    heads: regexes (full match) of parameters that start from zeros when their shape differs from the
+      checkpoint's (classifier heads when the number of classes changes).
+    position_grids: regexes of [tokens, width] position embeddings over a square patch grid, resized bilinearly
+      when the grid differs (a new image resolution).
+  """
+  heads: Tuple[str, ...] = ()
+  position_grids: Tuple[str, ...] = ()
+
+
 class BaseModel(abc.ABC):
   """A trainable model: a flax module plus its loss and metrics."""
 
@@ -36,6 +50,10 @@ class BaseModel(abc.ABC):
   @abc.abstractmethod
   def eval_metrics(self, params: Any, batch: Batch) -> Metrics:
     """Evaluation metrics for one batch; honours an optional per-example 'weight' feature (padding = 0)."""
+
+  def transfer_rules(self) -> TransferRules:
+    """Which parameters may change shape when fine-tuning from another configuration; none by default."""
+    return TransferRules()
 
   def headline(self, metrics: Dict[str, float]) -> Dict[str, float]:
     """The evaluation metrics worth a place in one-line logs (all of them unless a model has many)."""

@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
 from absl import flags
 from orbax.checkpoint._src.multihost import multihost as ocp_multihost
 from orbax.checkpoint._src.path import atomicity
@@ -120,6 +121,29 @@ class Checkpointer:
         time.sleep(0.5)  # let the stray callbacks run while stderr is still silenced
         raise self._corrupt(step, e) from e
     return restored[STATE]
+
+  def state_metadata(self, step: int) -> Any:
+    """The saved state's tree of array metadata (shape, dtype) at `step`, without reading any array."""
+    # orbax warns that the item folder has no step metadata file of its own (the step folder holds it).
+    with stderr_silenced():
+      try:
+        return ocp.PyTreeCheckpointer().metadata(self._state_path(step)).item_metadata.tree
+      except Exception as e:  # orbax raises many types for damaged files.
+        raise self._corrupt(step, e) from e
+
+  def restore_parts(self, step: int, target: Any) -> Any:
+    """Restores a subtree of the saved state (nested dicts of jax.ShapeDtypeStruct with shardings; arrays are
+    cast to the target dtypes), reading only those arrays."""
+    with stderr_silenced():
+      try:
+        return ocp.PyTreeCheckpointer().restore(self._state_path(step), args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+      except Exception as e:  # orbax raises many types for damaged files.
+        time.sleep(0.5)  # as in restore(): stray TensorStore callbacks run while stderr is silenced
+        raise self._corrupt(step, e) from e
+
+  def _state_path(self, step: int) -> epath.Path:
+    return epath.Path(paths.join(self.directory, str(step), STATE))
 
   def check_fingerprint(self, step: int, current: Dict[str, Any]) -> None:
     """Stops if the checkpoint at `step` was written by a different model configuration."""

@@ -68,6 +68,8 @@ class TrainingLoop:
     self.inject_stall = inject_stall
     self.device_kind = jax.devices()[0].device_kind
     self.global_batch = sampler.global_batch
+    # With frozen parameters every metrics row says how many are trained (exact, so counted here, not on device).
+    self.trainable = {"trainable_parameters": run.trainable()[0]} if run.frozen else {}
     # Gloo (multi-process CPU) pairs collectives by order, and asynchronous dispatch lets a process reach the
     # next program's collectives (or orbax's barriers) while its peer is still in the previous one. GPU and TPU
     # collectives are stream-ordered and need no such waits. (Simulated devices in one process need none
@@ -88,7 +90,7 @@ class TrainingLoop:
                   data_wait_fraction=data_seconds / max(seconds, 1e-9),
                   examples_per_sec=self.global_batch / per_step,
                   tflops_per_device=(self.flops or 0) / per_step / 1e12,
-                  mfu=flops_lib.mfu(self.flops, per_step, self.device_kind))
+                  mfu=flops_lib.mfu(self.flops, per_step, self.device_kind), **self.trainable)
     self.last_train = values
     self.summaries.write("train", done, values)
     log(summaries_lib.format_line(done, values))

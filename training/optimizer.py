@@ -1,13 +1,21 @@
-"""Optimizers from gin: AdamW or Adafactor, warmup + cosine decay, global-norm clipping."""
-from typing import Callable, Tuple
+"""Optimizers from gin: AdamW or Adafactor, warmup + cosine decay, global-norm clipping, frozen parameters."""
+from typing import Callable, NamedTuple, Sequence, Tuple
 
 import gin
 import jax.numpy as jnp
 import optax
 
 from shardline.core.errors import UserError
+from shardline.training import frozen as frozen_lib
 
 OPTIMIZERS = ("adamw", "adafactor")
+
+
+class Optimizer(NamedTuple):
+  """The optax transformation, its learning-rate schedule, and the regexes of the parameters it leaves alone."""
+  tx: optax.GradientTransformation
+  schedule: Callable
+  frozen: Tuple[str, ...]
 
 
 def _check_range(name: str, value: float, low: float, low_inclusive: bool, high: float = float("inf")) -> None:
@@ -22,7 +30,7 @@ def _check_range(name: str, value: float, low: float, low_inclusive: bool, high:
 def make_optimizer(total_steps: int, name: str = "adamw", learning_rate: float = 1e-3,
                    warmup_steps: int = 0, end_learning_rate_fraction: float = 0.0, weight_decay: float = 1e-4,
                    b1: float = 0.9, b2: float = 0.999, clip_norm: float = 1.0,
-                   moments_dtype: str = "float32") -> Tuple[optax.GradientTransformation, Callable]:
+                   moments_dtype: str = "float32", frozen: Sequence[str] = ()) -> Optimizer:
   """Builds the optimizer and its learning-rate schedule.
 
   Args:
@@ -35,9 +43,11 @@ def make_optimizer(total_steps: int, name: str = "adamw", learning_rate: float =
     b1, b2: moment decay rates (Adafactor uses b1 only when > 0, and b2 as its decay rate).
     clip_norm: global gradient-norm clip; 0 disables clipping.
     moments_dtype: dtype of the first moment ('bfloat16' halves its memory).
+    frozen: regexes of parameter names ('encoder/.*') that are not trained: no updates, no optimizer state, and
+      their gradients are not computed (training/frozen.py). Each must match at least one parameter.
 
   Returns:
-    (optax transformation, schedule function of the step).
+    The transformation, the schedule as a function of the step, and the frozen regexes.
   """
   if name not in OPTIMIZERS:
     raise UserError(f"Unknown optimizer {name!r} (optimizer.make_optimizer.name); choose one of {OPTIMIZERS}.")
@@ -58,4 +68,5 @@ def make_optimizer(total_steps: int, name: str = "adamw", learning_rate: float =
                          weight_decay_rate=weight_decay or None, dtype_momentum=mu_dtype)
   if clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
-  return tx, schedule
+  frozen = tuple(frozen)
+  return Optimizer(frozen_lib.freeze(tx, frozen), schedule, frozen)

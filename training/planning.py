@@ -45,6 +45,7 @@ class Plan:
   microbatches: int = 1
   grad_bytes: int = 0  # per device: one gradient in the parameters' dtypes (part of the compiled temps)
   accumulator_bytes: int = 0  # per device: the float32 gradient sum of microbatching (part of the temps)
+  trainable_count: Optional[int] = None  # parameters not frozen (optimizer.make_optimizer.frozen); None: all
 
   @property
   def total_bytes(self) -> int:
@@ -98,8 +99,8 @@ def collapsed_table(abstract_params, logical, shardings) -> str:
   return "\n".join(lines)
 
 
-# XLA spends least effort on the program's speed: TPU plans compile 4-10x faster. Memory figures moved by
-# -2.6% to +0.8% on the shipped pod experiments (BENCHMARKS.md), and the step-time estimate is the unoptimised
+# XLA spends least effort on the program's speed: TPU plans take 2-3x less wall time. Memory figures moved by
+# -7.8% to 0.0% on the shipped pod experiments (BENCHMARKS.md), and the step-time estimate is the unoptimised
 # schedule's, so it is not reported.
 QUICK_COMPILE_OPTIONS = {"exec_time_optimization_effort": -1.0}
 
@@ -122,14 +123,14 @@ def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps:
   float32_params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, microbatches_lib.ACCUMULATOR_DTYPE),
                                 run.abstract_state.params)
   accumulator_bytes = _per_device_bytes(float32_params, params_sharding) if microbatches > 1 else 0
-  param_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(run.abstract_state.params))
+  trainable_count, param_count = run.trainable()
 
   attach = lambda tree, shardings: jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
   state = attach(run.abstract_state, run.state_sharding)
   batch = attach(model.batch_spec(global_batch), run.batch_sharding)
-  step_fn = step_lib.jit_train_step(step_lib.train_step_fn(model, run.tx, run.schedule, microbatches=microbatches),
-                                    run.partitioner, run.state_sharding, run.batch_sharding)
+  step = step_lib.train_step_fn(model, run.tx, run.schedule, microbatches=microbatches, frozen=run.frozen)
+  step_fn = step_lib.jit_train_step(step, run.partitioner, run.state_sharding, run.batch_sharding)
   temp, flops, seconds = None, None, None
   state_fits = param_bytes + opt_bytes <= target.hbm_bytes
   compiled = None
@@ -156,11 +157,11 @@ def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps:
       flops = flops_lib.compiled_flops(lowered.compile()) if target.platform == "gpu" else None
   return Plan(target, mesh_lib.describe(run.partitioner.mesh), rules_lib.rule_set_name(run.partitioner.rules),
               table, param_bytes, opt_bytes, temp, flops, seconds, param_count, microbatches, param_bytes,
-              accumulator_bytes)
+              accumulator_bytes, trainable_count if run.frozen else None)
 
 
 def _count(n: int) -> str:
-  return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+  return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
 
 
 def report(p: Plan) -> str:
@@ -169,6 +170,7 @@ def report(p: Plan) -> str:
   lines = [f"Plan for {p.target.name} ({p.target.num_devices} x {p.target.device_kind}, "
            f"{gib(p.target.hbm_bytes)} HBM and {p.target.peak_tflops:.1f} TFLOP/s bf16 per device)",
            f"mesh {p.mesh} | rules {p.rule_set} | {_count(p.param_count)} parameters"
+           + (f" ({_count(p.trainable_count)} trainable)" if p.trainable_count is not None else "")
            + (f" | {p.microbatches} microbatches" if p.microbatches > 1 else ""), "",
            "Parameters (path, shape, logical axes, mesh sharding):", p.sharding_table, "",
            "Memory per device:",

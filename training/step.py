@@ -1,5 +1,5 @@
 """The jitted train and eval steps, with explicit input and output shardings."""
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +7,7 @@ import optax
 
 from shardline.models.base import BaseModel, Metrics
 from shardline.partitioning.context import Partitioner, use_partitioner
+from shardline.training import frozen as frozen_lib
 from shardline.training import microbatches as microbatches_lib
 from shardline.training.train_state import TrainState
 
@@ -17,7 +18,8 @@ def _tree_where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
 
 def train_step_fn(model: BaseModel, tx: optax.GradientTransformation, schedule: Callable,
                   inject_nan_at_step: int = -1,
-                  microbatches: int = 1) -> Callable[[TrainState, Dict], Tuple[TrainState, Metrics]]:
+                  microbatches: int = 1,
+                  frozen: Sequence[str] = ()) -> Callable[[TrainState, Dict], Tuple[TrainState, Metrics]]:
   """One optimisation step, optionally accumulated over strided microbatches (training/microbatches.py).
 
   An update whose loss or gradient norm is not finite is never applied: the state keeps its previous values,
@@ -31,11 +33,14 @@ def train_step_fn(model: BaseModel, tx: optax.GradientTransformation, schedule: 
     inject_nan_at_step: fault injection for tests of the non-finite policy; -1 disables it.
     microbatches: k > 1 splits the global batch into k microbatches and applies one update from their mean
       gradient; the caller has checked that k divides every device's share of the batch.
+    frozen: regexes of parameters that are not trained (the optimizer's); no gradient flows into them, so the
+      backward pass computes only what the trained parameters need, and the gradient norm covers those.
   """
   def step(state: TrainState, batch: Dict[str, jax.Array]) -> Tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params, examples=batch, key=rng):
+      params = frozen_lib.stop_gradients(params, frozen)
       loss, metrics = model.loss_and_metrics(params, examples, key)
       if inject_nan_at_step >= 0:
         loss = jnp.where(state.step == inject_nan_at_step, jnp.nan, loss)

@@ -42,6 +42,8 @@ def format_line(step: int, values: Mapping[str, float]) -> str:
       continue  # shown with data_wait_ms
     elif key == "examples_per_sec":
       parts.append(f"{value:.1f} ex/s")
+    elif key == "trainable_parameters":
+      parts.append(f"trainable {int(value):,} params")
     elif key == "tflops_per_device":
       parts.append(f"{value:.3f} TFLOP/s/dev")
     else:

@@ -15,6 +15,7 @@ from shardline.training import checkpoints as checkpoints_lib
 from shardline.training import data as data_lib
 from shardline.training import flops as flops_lib
 from shardline.training import goodput as goodput_lib
+from shardline.training import init_from as init_from_lib
 from shardline.training import loop as loop_lib
 from shardline.training import preemption as preemption_lib
 from shardline.training import profiling
@@ -42,15 +43,32 @@ def _write_text(path: str, text: str) -> None:
     paths.write_text(path, text)
 
 
-def _restore_or_init(run: setup_lib.RunSetup, checkpointer: checkpoints_lib.Checkpointer, seed: int):
-  """The latest checkpoint's state and step, or a fresh state at step 0."""
+def _init_source(init_from: Optional[init_from_lib.InitFrom], run: setup_lib.RunSetup,
+                 model_dir: str) -> Optional[init_from_lib.Source]:
+  """The checkpoint to initialise from, checked and mapped; None if there is none or MODEL_DIR has its own."""
+  if init_from is None or checkpoints_lib.Checkpointer(model_dir, read_only=True).latest_step() is not None:
+    return None
+  return init_from_lib.prepare(init_from, run)
+
+
+def _restore_or_init(run: setup_lib.RunSetup, checkpointer: checkpoints_lib.Checkpointer, seed: int,
+                     init_source: Optional[init_from_lib.Source], init_from_set: bool):
+  """MODEL_DIR's latest checkpoint and its step; else `init_source` at step 0; else a fresh state at step 0.
+  One log line names which."""
   latest = checkpointer.latest_step()
-  if latest is None:
-    return train_state.init_state(run.model, run.tx, run.model.batch_spec(1), run.partitioner,
-                                  run.state_sharding, seed), 0
-  checkpointer.check_fingerprint(latest, run.fingerprint())
-  log(f"Resuming from checkpoint step {latest} in {checkpointer.directory}")
-  return checkpointer.restore(latest, run.abstract_state, run.state_sharding), latest
+  if latest is not None:
+    checkpointer.check_fingerprint(latest, run.fingerprint())
+    log(f"Resuming from checkpoint step {latest} in {checkpointer.directory}"
+        + (" (train.init_from is not used: this MODEL_DIR has its own checkpoints)" if init_from_set else ""))
+    return checkpointer.restore(latest, run.abstract_state, run.state_sharding), latest
+  fresh = train_state.init_state(run.model, run.tx, run.model.batch_spec(1), run.partitioner,
+                                 run.state_sharding, seed)
+  if init_source is None:
+    log(f"Starting from scratch (parameters initialised with seed {seed})")
+    return fresh, 0
+  state = init_source.load(run, fresh)
+  log(init_source.describe())
+  return state, 0
 
 
 def _compile(step_fn, state, batch):
@@ -69,7 +87,8 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
           checkpoint_every: int = 500, keep_checkpoints: int = 3, async_checkpoints: bool = True,
           seed: int = 0, nonfinite_policy: str = "stop", microbatches: int = 1, save_on_preemption: bool = True,
           profile_steps: Optional[Sequence[int]] = None, profile_every_process: bool = False,
-          hang_timeout_s: Optional[float] = None, hang_action: str = "dump", inject_nan_at_step: int = -1,
+          hang_timeout_s: Optional[float] = None, hang_action: str = "dump",
+          init_from: Optional[init_from_lib.InitFrom] = None, inject_nan_at_step: int = -1,
           inject_stall: Optional[Sequence[float]] = None, devices=None) -> Dict[str, Any]:
   """Trains `model` on `task`, resuming from the latest checkpoint in `model_dir`.
 
@@ -99,6 +118,8 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
     hang_timeout_s: seconds without progress before every process dumps its threads' stacks to stderr and
       MODEL_DIR/hangs/; None: 20 x the median step time, at least 600 s (training/watchdog.py).
     hang_action: 'dump' (and keep waiting) or 'abort' (exit with code 124 after the dump).
+    init_from: start from another run's checkpoint (`@init_from()`, training/init_from.py) when MODEL_DIR has no
+      checkpoint of its own.
     inject_nan_at_step: fault injection for testing the non-finite policy; -1 disables it.
     inject_stall: fault injection for the watchdog's and preemption's tests: (step, seconds) stops the host before
       that step; (step, seconds, 'eval') before the evaluation after it.
@@ -120,6 +141,7 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
   data_lib.check_batch_divisible(eval_batch_size, run.partitioner, "train.eval_batch_size")
   data_lib.check_microbatches(batch_size, microbatches, run.partitioner)
   loader.materialize(task, train_split, max_examples=1)  # a missing task or split stops before anything is written
+  init_source = _init_source(init_from, run, model_dir)
   paths.check_writable(model_dir, "MODEL_DIR (train.model_dir)")
   if async_checkpoints and jax.process_count() > 1 and jax.default_backend() == "cpu":
     # An asynchronous save runs orbax's cross-process collectives on a background thread while the next
@@ -136,14 +158,15 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
       eval_feeder = data_lib.BatchFeeder(loader.materialize(task, eval_split), run.eval_batch_sharding)
       sampler = loader.StepSampler(train_feeder.num_examples, batch_size, seed)
       with goodput.measure("restore"):
-        state, start_step = _restore_or_init(run, checkpointer, seed)
+        state, start_step = _restore_or_init(run, checkpointer, seed, init_source, init_from is not None)
       _write_text(paths.join(model_dir, "config.gin"), gin.config_str())
       log(f"Training {type(model).__name__} on {task!r} | mesh {mesh_lib.describe(run.partitioner.mesh)} | "
           f"rules {rules_lib.rule_set_name(run.partitioner.rules)} | batch {batch_size}"
           + (f" in {microbatches} microbatches" if microbatches > 1 else "")
+          + (" | trainable {:,} of {:,} parameters".format(*run.trainable()) if run.frozen else "")
           + f" | steps {start_step}->{steps} | MODEL_DIR {paths.display(model_dir)}")
       step_fn = step_lib.jit_train_step(
-          step_lib.train_step_fn(run.model, run.tx, run.schedule, inject_nan_at_step, microbatches),
+          step_lib.train_step_fn(run.model, run.tx, run.schedule, inject_nan_at_step, microbatches, run.frozen),
           run.partitioner, run.state_sharding, run.batch_sharding)
       with goodput.measure("compile"):
         compiled, flops = _compile(step_fn, state, train_feeder.train_batch(sampler, start_step))

@@ -33,6 +33,10 @@ class ImageClassifier(base.BaseModel):
   def batch_axes(self) -> Dict[str, Tuple[Any, ...]]:
     return {"image": (axes.BATCH, None, None, None), "label": (axes.BATCH,), "weight": (axes.BATCH,)}
 
+  def transfer_rules(self) -> base.TransferRules:
+    """A new class count starts the head from zeros; a new resolution resizes the position embedding."""
+    return base.TransferRules(heads=("head_kernel", "head_bias"), position_grids=("pos_embed/embedding",))
+
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     return self.module.init(rng, batch["image"])["params"]
 

@@ -53,6 +53,13 @@ def _cases(tmp):
                                 ["train.hang_timeout_s = -5; it must be a positive number of seconds"]),
       "heads that do not divide the width": (["train", EXPERIMENT, run, "--gin.vit22b.ViT22BConfig.num_heads=3"],
                                              ["num_heads=3 must divide width=64", "head='gap'"]),
+      "init_from without a checkpoint": (["train", EXPERIMENT, run, "--gin.train.init_from=@init_from()",
+                                          f"--gin.init_from.path='{tmp}/pretrained'"],
+                                         ["train.init_from: there is no committed checkpoint in",
+                                          f"{tmp}/pretrained/checkpoints"]),
+      "frozen regex that matches nothing": (["train", EXPERIMENT, run,
+                                             "--gin.optimizer.make_optimizer.frozen=('encoder/mlp.*',)"],
+                                            ["'encoder/mlp.*' match no parameter", "encoder/layers/mlp_in"]),
       "eval without checkpoints": (["eval", EXPERIMENT, run], ["No checkpoint found in", "Train first"]),
       "missing precipitation store": (["train", "--gin_file=experiments/metnet2_tiny_sim_cpu8.gin",
                                        "--gin_file=tasks/precipitation_zarr.gin", run,
@@ -112,3 +119,13 @@ def test_corrupt_checkpoint(tmp_path, trained_run, damage):
     for name in files:
       rel = os.path.relpath(os.path.join(root, name), snapshot)
       assert (model_dir / rel).read_bytes() == (snapshot / rel).read_bytes(), rel
+
+
+def test_init_from_another_architecture_names_every_mismatch(tmp_path, trained_run):
+  model_dir = tmp_path / "fine_tune"
+  result = helpers.run_shardline(*helpers.tiny_train_args(
+      model_dir, 3, "--gin.vit22b.ViT22BConfig.mlp_dim=128", "--gin.train.init_from=@init_from()",
+      f"--gin.init_from.path='{trained_run}'"))
+  _check(result, ["train.init_from cannot initialise this model", "encoder/layers/mlp_in: checkpoint (4, 64, 256)",
+                  "model (4, 64, 128)", "encoder/layers/mlp_out", "map_head/mlp", "Nothing was written"])
+  assert not model_dir.exists()
