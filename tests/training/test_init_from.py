@@ -121,6 +121,13 @@ def test_loaded_values_are_copied_resized_and_zeroed_on_another_mesh(pretrained,
   np.testing.assert_allclose(table, np.asarray(expected).reshape(64, 64), rtol=1e-6)
   assert math.isclose(float(table.mean()), float(np.asarray(old["pos_embed"]["embedding"]).mean()), rel_tol=0.1)
 
+  # A model whose parameters are another dtype gets them cast on read (what load asks orbax for).
+  query = whole["encoder"]["layers"]["query"]
+  as_bfloat16 = saved.restore_parts(PRETRAIN_STEPS, {"params": {"encoder": {"layers": {"query": jax.ShapeDtypeStruct(
+      query.shape, jnp.bfloat16, sharding=query.sharding)}}}})["params"]["encoder"]["layers"]["query"]
+  assert as_bfloat16.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(as_bfloat16, np.asarray(old["encoder"]["layers"]["query"]).astype(jnp.bfloat16))
+
 
 def test_fine_tune_at_a_new_resolution_and_class_count_then_resume(tmp_path, pretrained, images_16px):
   model_dir = tmp_path / "fine_tune"
