@@ -10,6 +10,8 @@ from typing import Any, Dict, Mapping, Tuple
 
 import jax
 
+from shardline.core.errors import UserError
+
 Batch = Mapping[str, jax.Array]
 Metrics = Dict[str, Tuple[jax.Array, jax.Array]]  # name -> (sum, weight)
 
@@ -54,6 +56,11 @@ class BaseModel(abc.ABC):
   def transfer_rules(self) -> TransferRules:
     """Which parameters may change shape when fine-tuning from another configuration; none by default."""
     return TransferRules()
+
+  def features(self, params: Any, batch: Batch) -> jax.Array:
+    """Pre-logit features [batch, features] of an evaluation batch, for few-shot evaluation."""
+    raise UserError(f"{type(self).__name__} has no pre-logit features, so it cannot be evaluated few-shot; "
+                    "few-shot evaluation needs an image classifier (ViT-22B).")
 
   def headline(self, metrics: Dict[str, float]) -> Dict[str, float]:
     """The evaluation metrics worth a place in one-line logs (all of them unless a model has many)."""

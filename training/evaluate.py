@@ -11,6 +11,7 @@ from shardline.core.errors import UserError
 from shardline.tasks import loader
 from shardline.training import checkpoints as checkpoints_lib
 from shardline.training import data as data_lib
+from shardline.training import fewshot as fewshot_lib
 from shardline.training import setup as setup_lib
 from shardline.training import step as step_lib
 from shardline.training import summaries as summaries_lib
@@ -28,13 +29,27 @@ def run_eval(eval_step: step_lib.PartitionedFunction, params: Any, feeder: data_
   return {k: float(s / max(w, 1e-12)) for k, (s, w) in totals.items()}
 
 
+def _fewshot(spec: fewshot_lib.FewShot, model: BaseModel, run: setup_lib.RunSetup, params: Any, task: str,
+             batch_size: int) -> Dict[str, float]:
+  train = fewshot_lib.features(model, run, params, task, spec.train_split, batch_size)
+  test = fewshot_lib.features(model, run, params, task, spec.test_split, batch_size)
+  results = fewshot_lib.accuracies(train, test, spec, spec.train_split)
+  if jax.process_index() == 0:
+    print(f"Few-shot ({spec.train_split} -> {spec.test_split}, ridge on pre-logit features, {spec.seeds} seeds): "
+          + " | ".join(f"{n}-shot {100 * results[f'{n}shot']:.2f}% (+-{100 * results[f'{n}shot_std']:.2f})"
+                       for n in spec.shots))
+  return results
+
+
 @gin.configurable("evaluate", denylist=["devices"])
 def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: str = gin.REQUIRED,
              batch_size: int = gin.REQUIRED, split: str = "test", step: Optional[int] = None,
-             devices=None) -> Dict[str, Any]:
+             fewshot: Optional[fewshot_lib.FewShot] = None, devices=None) -> Dict[str, Any]:
   """Restores a checkpoint from `model_dir` (the latest, or `step`) and evaluates it on `split`.
 
   The mesh may differ from the one used in training: the checkpoint is restored into this run's shardings.
+  With `fewshot` (`@fewshot()`, training/fewshot.py) it also reports few-shot accuracies of the frozen
+  pre-logit features.
   """
   model_dir = paths.check_url(model_dir, "MODEL_DIR (evaluate.model_dir)")
   checkpointer = checkpoints_lib.Checkpointer(model_dir, async_save=False, read_only=True)
@@ -45,6 +60,9 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
   step = available[-1] if step is None else step
   if step not in available:
     raise UserError(f"No checkpoint for step {step} in {checkpointer.directory}; available: {list(available)}.")
+  if fewshot is not None:  # before restoring anything
+    fewshot_lib.check_shots(loader.materialize(task, fewshot.train_split)["label"], fewshot.shots,
+                            fewshot.train_split)
   try:
     run = setup_lib.build(model, total_steps=max(step, 1), global_batch=batch_size, devices=devices)
     data_lib.check_batch_divisible(batch_size, run.partitioner, "evaluate.batch_size")
@@ -61,6 +79,8 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
           f"({feeder.num_examples} examples, mesh {mesh_lib.describe(run.partitioner.mesh)}): "
           + summaries_lib.format_line(step, model.headline(metrics)).split(" | ", 1)[1])
   extra = {}
+  if fewshot is not None:
+    extra["fewshot"] = _fewshot(fewshot, model, run, state.params, task, batch_size)
   if jax.process_count() == 1:  # reports gather one batch to the host; multi-process runs print metrics only
     first_batch = next(iter(feeder.eval_batches(batch_size)))
     with paths.staged_dir(paths.join(model_dir, "eval")) as output_dir:

@@ -43,6 +43,11 @@ class ImageClassifier(base.BaseModel):
   def logits(self, params: Any, images: jax.Array) -> jax.Array:
     return self.module.apply({"params": params}, images)
 
+  def features(self, params: Any, batch: base.Batch) -> jax.Array:
+    """Pre-logit features [batch, width]: the pooled representation the head reads."""
+    _, state = self.module.apply({"params": params}, batch["image"], mutable=["intermediates"])
+    return state["intermediates"]["pre_logits"][0].astype(jnp.float32)
+
   def _metrics(self, logits: jax.Array, labels: jax.Array, weights: jax.Array):
     targets = optax.smooth_labels(jax.nn.one_hot(labels, self.config.num_classes), self.label_smoothing)
     losses = optax.softmax_cross_entropy(logits, targets)

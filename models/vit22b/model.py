@@ -67,6 +67,7 @@ class ViT22B(nn.Module):
       pooled = heads.MapHead(cfg.num_heads, cfg.mlp_dim, dtype=dtype, name="map_head")(x)
     else:
       pooled = heads.global_average_pool(x)
+    self.sow("intermediates", "pre_logits", pooled)  # [b, e]; kept only when asked for (few-shot features)
     kernel = params_lib.param(self, "head_kernel", nn.initializers.zeros, (cfg.width, cfg.num_classes),
                               (axes.EMBED, axes.CLASSES))
     bias = params_lib.param(self, "head_bias", nn.initializers.zeros, (cfg.num_classes,), (axes.CLASSES,))
