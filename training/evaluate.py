@@ -29,10 +29,11 @@ def run_eval(eval_step: step_lib.PartitionedFunction, params: Any, feeder: data_
   return {k: float(s / max(w, 1e-12)) for k, (s, w) in totals.items()}
 
 
-def _fewshot(spec: fewshot_lib.FewShot, model: BaseModel, run: setup_lib.RunSetup, params: Any, task: str,
-             batch_size: int) -> Dict[str, float]:
-  train = fewshot_lib.features(model, run, params, task, spec.train_split, batch_size)
-  test = fewshot_lib.features(model, run, params, task, spec.test_split, batch_size)
+def _fewshot(spec: fewshot_lib.FewShot, model: BaseModel, run: setup_lib.RunSetup, params: Any,
+             train_examples: loader.Examples, test_feeder: data_lib.BatchFeeder, batch_size: int) -> Dict[str, float]:
+  train_feeder = data_lib.BatchFeeder(train_examples, run.eval_batch_sharding)
+  train = fewshot_lib.features(model, run, params, train_feeder, batch_size)
+  test = fewshot_lib.features(model, run, params, test_feeder, batch_size)
   results = fewshot_lib.accuracies(train, test, spec, spec.train_split)
   if jax.process_index() == 0:
     print(f"Few-shot ({spec.train_split} -> {spec.test_split}, ridge on pre-logit features, {spec.seeds} seeds): "
@@ -61,8 +62,8 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
   if step not in available:
     raise UserError(f"No checkpoint for step {step} in {checkpointer.directory}; available: {list(available)}.")
   if fewshot is not None:  # before restoring anything
-    fewshot_lib.check_shots(loader.materialize(task, fewshot.train_split)["label"], fewshot.shots,
-                            fewshot.train_split)
+    shots_from = loader.materialize(task, fewshot.train_split)
+    fewshot_lib.check_shots(shots_from["label"], fewshot.shots, fewshot.train_split)
   try:
     run = setup_lib.build(model, total_steps=max(step, 1), global_batch=batch_size, devices=devices)
     data_lib.check_batch_divisible(batch_size, run.partitioner, "evaluate.batch_size")
@@ -80,7 +81,9 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
           + summaries_lib.format_line(step, model.headline(metrics)).split(" | ", 1)[1])
   extra = {}
   if fewshot is not None:
-    extra["fewshot"] = _fewshot(fewshot, model, run, state.params, task, batch_size)
+    test_feeder = feeder if fewshot.test_split == split else data_lib.BatchFeeder(
+        loader.materialize(task, fewshot.test_split), run.eval_batch_sharding)
+    extra["fewshot"] = _fewshot(fewshot, model, run, state.params, shots_from, test_feeder, batch_size)
   if jax.process_count() == 1:  # reports gather one batch to the host; multi-process runs print metrics only
     first_batch = next(iter(feeder.eval_batches(batch_size)))
     with paths.staged_dir(paths.join(model_dir, "eval")) as output_dir:

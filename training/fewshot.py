@@ -12,7 +12,6 @@ import numpy as np
 
 from shardline.core.errors import UserError
 from shardline.models.base import BaseModel
-from shardline.tasks import loader
 from shardline.training import data as data_lib
 from shardline.training import setup as setup_lib
 from shardline.training import step as step_lib
@@ -85,10 +84,9 @@ def accuracies(train: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.
   return out
 
 
-def features(model: BaseModel, run: setup_lib.RunSetup, params: Any, task: str, split: str,
+def features(model: BaseModel, run: setup_lib.RunSetup, params: Any, feeder: data_lib.BatchFeeder,
              batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
-  """Pre-logit features [n, f] and labels [n] of every example of a split, gathered to each host."""
-  feeder = data_lib.BatchFeeder(loader.materialize(task, split), run.eval_batch_sharding)
+  """Pre-logit features [n, f] and labels [n] of every example of the feeder's split, gathered to each host."""
   extract = step_lib.PartitionedFunction(model.features, run.partitioner,
                                          in_shardings=(run.state_sharding.params, run.eval_batch_sharding),
                                          out_shardings=run.partitioner.replicated())

@@ -10,14 +10,10 @@ import jax
 import optax
 
 from shardline.core.errors import UserError
+from shardline.partitioning.shardings import path_str
 
 FROZEN = "frozen"
 TRAINABLE = "trainable"
-
-
-def param_name(path: Tuple[Any, ...]) -> str:
-  """A pytree path of nested dicts -> 'a/b/c'."""
-  return "/".join(str(getattr(key, "key", getattr(key, "idx", key))) for key in path)
 
 
 def is_frozen(name: str, frozen: Sequence[str]) -> bool:
@@ -26,7 +22,7 @@ def is_frozen(name: str, frozen: Sequence[str]) -> bool:
 
 def check_patterns(params: Any, frozen: Sequence[str]) -> None:
   """Stops on a regex that is invalid or matches no parameter, and when nothing would be left to train."""
-  names = [param_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  names = [path_str(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   for pattern in frozen:
     try:
       re.compile(pattern)
@@ -46,7 +42,7 @@ def check_patterns(params: Any, frozen: Sequence[str]) -> None:
 def labels(params: Any, frozen: Sequence[str]) -> Any:
   """The tree of 'frozen' / 'trainable' labels that optax.multi_transform partitions by."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: FROZEN if is_frozen(param_name(path), frozen) else TRAINABLE, params)
+      lambda path, _: FROZEN if is_frozen(path_str(path), frozen) else TRAINABLE, params)
 
 
 def freeze(tx: optax.GradientTransformation, frozen: Sequence[str]) -> optax.GradientTransformation:
@@ -67,12 +63,12 @@ def stop_gradients(params: Any, frozen: Sequence[str]) -> Any:
   if not frozen:
     return params
   return jax.tree_util.tree_map_with_path(
-      lambda path, p: jax.lax.stop_gradient(p) if is_frozen(param_name(path), frozen) else p, params)
+      lambda path, p: jax.lax.stop_gradient(p) if is_frozen(path_str(path), frozen) else p, params)
 
 
 def count(params: Any, frozen: Sequence[str]) -> Tuple[int, int]:
   """(trainable, total) parameter counts of a (possibly abstract) tree."""
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   total = sum(int(leaf.size) for _, leaf in leaves)
-  trainable = sum(int(leaf.size) for path, leaf in leaves if not is_frozen(param_name(path), frozen))
+  trainable = sum(int(leaf.size) for path, leaf in leaves if not is_frozen(path_str(path), frozen))
   return trainable, total

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 
 from shardline.core import paths
 from shardline.core.errors import UserError
+from shardline.partitioning.shardings import path_str
 from shardline.training import checkpoints as checkpoints_lib
-from shardline.training import frozen as frozen_lib
 from shardline.training import param_mapping
 from shardline.training import setup as setup_lib
 from shardline.training.train_state import TrainState
@@ -44,7 +44,7 @@ class InitFrom:
 
 def _names_and_leaves(tree: Any) -> Dict[str, Any]:
   leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-  return {frozen_lib.param_name(path): leaf for path, leaf in leaves}
+  return {path_str(path): leaf for path, leaf in leaves}
 
 
 def _nest(flat: Dict[str, Any]) -> Dict[str, Any]:
@@ -77,6 +77,7 @@ class Source:
   checkpointer: checkpoints_lib.Checkpointer
   step: int
   mapping: param_mapping.Mapping
+  source_params: Dict[str, Any]  # checkpoint parameter name -> its array metadata (shape, dtype)
 
   def describe(self) -> str:
     """One log line naming the source and what was done with each parameter."""
@@ -86,14 +87,13 @@ class Source:
     """`fresh` (the model's own initialisation, sharded) with the mapped checkpoint values in place."""
     abstract = _names_and_leaves(run.abstract_state.params)
     shardings = _names_and_leaves(run.state_sharding.params)
-    source_meta = _names_and_leaves(self.checkpointer.state_metadata(self.step)["params"])
     wanted = {}
     for name, action in self.mapping.actions.items():
       if action.kind == param_mapping.LOAD and action.source not in wanted:
         wanted[action.source] = jax.ShapeDtypeStruct(abstract[name].shape, abstract[name].dtype,
                                                      sharding=shardings[name])
       elif action.kind == param_mapping.RESIZE:
-        meta = source_meta[action.source]
+        meta = self.source_params[action.source]
         wanted[action.source] = jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=run.partitioner.replicated())
     target = {"params": _nest(wanted)}
     if self.spec.optimizer_state:
@@ -104,7 +104,7 @@ class Source:
     fresh_params = _names_and_leaves(fresh.params)
 
     def value(path, _):
-      name = frozen_lib.param_name(path)
+      name = path_str(path)
       action = self.mapping.actions[name]
       if action.kind == param_mapping.LOAD:
         return jax.device_put(read[action.source], shardings[name])
@@ -150,9 +150,10 @@ def prepare(spec: InitFrom, run: setup_lib.RunSetup) -> Source:
     raise UserError(f"train.init_from.step = {step}, but {checkpointer.directory} holds steps "
                     f"{', '.join(map(str, steps))}. Choose one of them, or None for the latest.")
   meta = checkpointer.state_metadata(step)
-  source = {name: tuple(m.shape) for name, m in _names_and_leaves(meta["params"]).items()}
+  source_params = _names_and_leaves(meta["params"])
+  source = {name: tuple(m.shape) for name, m in source_params.items()}
   target = {name: tuple(a.shape) for name, a in _names_and_leaves(run.abstract_state.params).items()}
   mapping = param_mapping.plan(source, target, run.model.transfer_rules(), spec.dont_load, spec.assignment_map)
   if spec.optimizer_state:
     _check_optimizer_state(mapping, meta, run)
-  return Source(spec, checkpointer, step, mapping)
+  return Source(spec, checkpointer, step, mapping, source_params)
