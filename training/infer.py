@@ -2,7 +2,6 @@
 from typing import Any, Dict, Optional
 
 import gin
-import jax
 
 from shardline.models.base import BaseModel
 from shardline.partitioning.context import use_partitioner

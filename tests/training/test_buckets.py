@@ -2,8 +2,6 @@
 server): a run trains, checkpoints, is killed, resumes from the bucket and evaluates, with every output in the
 bucket and nothing written locally; and each way a bucket can be wrong stops before training with one paragraph."""
 import concurrent.futures
-import contextlib
-import json
 import os
 import re
 import signal
