@@ -29,7 +29,7 @@ CONFIGURABLE_MODULES = (
     "shardline.tasks.precipitation.simulated_task",
     "shardline.tasks.precipitation.zarr_source",
     "shardline.tasks.atari.task",
-    "shardline.tasks.atari.play",
+    "shardline.training.atari_play",
     "shardline.training.optimizer",
     "shardline.training.trainer",
     "shardline.training.evaluate",

@@ -1,5 +1,8 @@
 """Plays Atari games in the real emulator with a trained MGDT, and reports what Atari papers report.
 
+This is evaluation code: it drives a model (`shardline infer` calls it through mgdt.DecisionTransformerAgent.
+player) on the emulator and the dataset statistics of tasks/atari, which themselves know nothing of models.
+
 For each game and each optimality bias kappa (the configured one, and 0 to show what the bias does), N
 episodes with the same preprocessing and step cap as the dataset. Reported per game: the mean raw score, the
 human-normalised score (score - random) / (human - random) with the published random and human scores, the
@@ -88,7 +91,7 @@ def plot_attention(captures: Dict[str, Any], patch: int, path: str) -> None:
   plt.close(fig)
 
 
-@gin.configurable(module="tasks")
+@gin.configurable(module="evaluators")
 def play_atari(agent, params, output_dir: str, games: Sequence[str] = gin.REQUIRED, episodes: int = 3,
                max_steps: int = 500, data_dir: str = task.DEFAULT_DATA_DIR, seed: int = 1000,
                compare_kappa_zero: bool = True, limit_returns_to_data: bool = True) -> Dict[str, Any]:

@@ -20,7 +20,8 @@ class SelfAttention(nn.Module):
     num_heads, head_dim: the heads.
     qk_norm: LayerNorm on queries and keys.
     use_bias: biases on the four projections.
-    mask_kind, block_size: the attention mask (see kernels/attention/reference.py).
+    mask_kind, block_size, block_prefix: the attention mask (see kernels/attention/reference.py); a block prefix
+      makes the first tokens of every causal block see each other (MGDT's frame patches).
     implementation: 'auto', 'xla', 'pallas' or 'cudnn'.
     dtype: compute dtype.
   """
@@ -30,6 +31,7 @@ class SelfAttention(nn.Module):
   use_bias: bool = True
   mask_kind: str = "none"
   block_size: Optional[int] = None
+  block_prefix: Optional[int] = None
   implementation: str = "auto"
   dtype: jnp.dtype = jnp.float32
 
@@ -47,12 +49,12 @@ class SelfAttention(nn.Module):
     if self.qk_norm:
       q = LayerNorm(feature_axis=axes.KV, dtype=self.dtype, name="query_norm")(q)
       k = LayerNorm(feature_axis=axes.KV, dtype=self.dtype, name="key_norm")(k)
+    mask = dict(mask_kind=self.mask_kind, block_size=self.block_size, block_prefix=self.block_prefix)
     if self.is_mutable_collection("intermediates"):  # analysis only: the probabilities, for plots
       self.sow("intermediates", "attention_weights",
-               reference.attention_weights(q, k, mask_kind=self.mask_kind, block_size=self.block_size))
+               reference.attention_weights(q, k, **mask))
     attend = lambda q, k, v, ids: attention_api.attention(
-        q, k, v, mask_kind=self.mask_kind, block_size=self.block_size, q_segment_ids=ids, kv_segment_ids=ids,
-        implementation=self.implementation)
+        q, k, v, **mask, q_segment_ids=ids, kv_segment_ids=ids, implementation=self.implementation)
     o = per_device.attention(attend, q, k, v, segment_ids)
     # [b, l, h, d] x [h, d, e] -> [b, l, e]
     y = jnp.einsum("blhd,hde->ble", o, out.astype(self.dtype))

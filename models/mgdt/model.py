@@ -15,48 +15,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from shardline.kernels.attention import api as attention_api
-from shardline.kernels.attention import reference as attention_reference
 from shardline.models.common import params as params_lib
+from shardline.models.common.attention import SelfAttention
 from shardline.models.common.mlp import Mlp
 from shardline.models.common.norms import LayerNorm
 from shardline.models.mgdt import tokens
 from shardline.models.mgdt.config import MGDTConfig
 from shardline.partitioning import axes
-from shardline.partitioning import per_device
 from shardline.partitioning.context import constrain
 
 RESIDUAL = (axes.BATCH, axes.LENGTH, axes.EMBED)
 
 
-class TimestepSelfAttention(nn.Module):
-  """Multi-head attention under the MGDT mask through kernels/attention (flash kernels on accelerators).
-
-  Sows the attention weights [B, H, L, L] as 'attention_weights' for plots, only when that collection is
-  mutable; training and play never compute them.
-  """
-  config: MGDTConfig
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    cfg = self.config
-    dtype = params_lib.dtype_of(cfg.dtype)
-    width = x.shape[-1]
-    head_dim = width // cfg.num_heads
-    init = params_lib.lecun_normal()
-    shape, names = (width, cfg.num_heads, head_dim), (axes.EMBED, axes.HEADS, axes.KV)
-    q, k, v = [jnp.einsum("ble,ehd->blhd", x, params_lib.param(self, n, init, shape, names).astype(dtype))
-               for n in ("query", "key", "value")]  # [b, l, e] x [e, h, d] -> [b, l, h, d]
-    mask = tokens.mask_arguments(cfg.num_patches)
-    if self.is_mutable_collection("intermediates"):
-      self.sow("intermediates", "attention_weights", attention_reference.attention_weights(q, k, **mask))
-    attend = lambda q, k, v, _: attention_api.attention(q, k, v, implementation=cfg.attention_impl, **mask)
-    out = per_device.attention(attend, q, k, v)  # [b, l, h, d]
-    wo = params_lib.param(self, "out", init, (cfg.num_heads, head_dim, width), (axes.HEADS, axes.KV, axes.EMBED))
-    return jnp.einsum("blhd,hde->ble", out, wo.astype(dtype))  # [b, l, h, d] x [h, d, e] -> [b, l, e]
-
-
 class Block(nn.Module):
+  """Pre-LayerNorm transformer block; attention under the MGDT mask (the weights are sown for plots)."""
   config: MGDTConfig
 
   @nn.compact
@@ -64,7 +36,10 @@ class Block(nn.Module):
     cfg = self.config
     dtype = params_lib.dtype_of(cfg.dtype)
     x = constrain(x, RESIDUAL)
-    x = x + TimestepSelfAttention(cfg, name="attn")(LayerNorm(use_bias=True, dtype=dtype, name="attn_norm")(x))
+    attention = SelfAttention(cfg.num_heads, cfg.width // cfg.num_heads, use_bias=False,
+                              implementation=cfg.attention_impl, dtype=dtype, name="attn",
+                              **tokens.mask_arguments(cfg.num_patches))
+    x = x + attention(LayerNorm(use_bias=True, dtype=dtype, name="attn_norm")(x))
     x = x + Mlp(cfg.mlp_dim, dtype=dtype, name="mlp")(LayerNorm(use_bias=True, dtype=dtype, name="mlp_norm")(x))
     return constrain(x, RESIDUAL)
 

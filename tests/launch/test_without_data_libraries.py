@@ -40,5 +40,5 @@ def test_nothing_is_skipped_where_the_data_libraries_are_installed():
 def test_configurable_names_are_read_from_the_source():
   names = lambda module: registry._configurable_names(registry._source_path(module))  # pylint: disable=protected-access
   assert names("shardline.training.trainer") == ["train"]
-  assert names("shardline.tasks.atari.play") == ["tasks.play_atari"]
+  assert names("shardline.training.atari_play") == ["evaluators.play_atari"]
   assert "tasks.atari_episodes" in names("shardline.tasks.atari.task")
