@@ -11,8 +11,11 @@ from shardline.training import evaluate
 
 
 def build_parser(prog: str = "shardline eval") -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog=prog, description="Evaluate the latest (or a given) checkpoint.")
+  parser = argparse.ArgumentParser(prog=prog, description="Evaluate the latest (or a given) checkpoint with the "
+                                   "run's evaluators (EVALUATORS in gin).")
   flags.add_gin_flags(parser)
+  parser.add_argument("--evaluator", action="append", default=[], metavar="NAME",
+                      help="Run only this evaluator of the configuration (e.g. fewshot); repeatable. Default: all.")
   distributed.add_flags(parser)
   return parser
 
@@ -25,7 +28,7 @@ def main(argv: Sequence[str] = None) -> int:
     flags.parse_gin(args, overrides)
     runtime.configure()
     distributed.initialize(args)
-    evaluate.evaluate()
+    evaluate.evaluate(only=args.evaluator)
     return 0
   return errors.run_reporting_user_errors(run)
 

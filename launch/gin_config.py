@@ -58,7 +58,9 @@ def override_to_binding(flag_value: str) -> str:
       raise UserError(
           f"--gin.{name}={value}: the value {value!r} is not a gin literal. Strings must be quoted inside the "
           f"flag, and the shell eats one level of quotes, so write --gin.{name}=\"'{value}'\".") from e
-    raise UserError(f"--gin.{name}={value}: cannot parse the value ({e}).") from e
+    if "No configurable matching reference" not in str(e):
+      raise UserError(f"--gin.{name}={value}: cannot parse the value ({e}).") from e
+    # A reference to a configurable whose module is not imported yet: `parse` imports them all and judges it.
   return f"{name} = {value}"
 
 

@@ -33,6 +33,8 @@ CONFIGURABLE_MODULES = (
     "shardline.training.optimizer",
     "shardline.training.trainer",
     "shardline.training.evaluate",
+    "shardline.training.evaluators",
+    "shardline.training.fewshot",
     "shardline.training.infer",
     "shardline.launch.runtime",
     "shardline.launch.plan_inputs",

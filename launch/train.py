@@ -25,16 +25,17 @@ def print_summary(summary: dict) -> None:
   """The end-of-run summary: accuracy, steps, wall time, and where the outputs are."""
   ev, tr = summary.get("eval", {}), summary.get("train", {})
   lines = ["", "=" * 72, "Training finished"]
-  lines.append(f"  steps           {summary['step']}  (skipped non-finite updates: {summary['skipped']})")
+  width = max([15] + [len(key) for key in ev])
+  lines.append(f"  {'steps':<{width}} {summary['step']}  (skipped non-finite updates: {summary['skipped']})")
   for key, value in ev.items():
     shown = f"{100 * value:.2f}%" if key.endswith("accuracy") else f"{value:.4f}"
-    lines.append(f"  {key.replace('eval_', 'eval ').replace('_', ' '):<15} {shown}")
+    lines.append(f"  {key.replace('_', ' '):<{width}} {shown}")
   if "loss" in tr:
-    lines.append(f"  train loss      {tr['loss']:.4f}")
-  lines.append(f"  wall time       {summary['wall_seconds']:.1f} s")
-  lines.append(f"  MODEL_DIR       {summary['model_dir']}")
-  lines.append(f"  checkpoints     {summary['checkpoints']}")
-  lines.append(f"  TensorBoard     tensorboard --logdir {summary['model_dir']}")
+    lines.append(f"  {'train loss':<{width}} {tr['loss']:.4g}")
+  lines.append(f"  {'wall time':<{width}} {summary['wall_seconds']:.1f} s")
+  lines.append(f"  {'MODEL_DIR':<{width}} {summary['model_dir']}")
+  lines.append(f"  {'checkpoints':<{width}} {summary['checkpoints']}")
+  lines.append(f"  {'TensorBoard':<{width}} tensorboard --logdir {summary['model_dir']}")
   lines.append("=" * 72)
   print("\n".join(lines))
 

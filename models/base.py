@@ -25,9 +25,16 @@ class TransferRules:
       checkpoint's (classifier heads when the number of classes changes).
     position_grids: regexes of [tokens, width] position embeddings over a square patch grid, resized bilinearly
       when the grid differs (a new image resolution).
+    expert_stacks: (regex, replacement) pairs for sparse upcycling: a parameter [experts, ...] that the
+      checkpoint lacks and that matches a regex starts as a copy, in every expert, of the dense checkpoint
+      parameter `re.sub(regex, replacement, name)` (a MoE layer's experts from the dense MLP it replaces).
+    fresh_when_absent: regexes of parameters that start as initialised when the checkpoint lacks them (a MoE
+      layer's router, upcycled from a dense checkpoint).
   """
   heads: Tuple[str, ...] = ()
   position_grids: Tuple[str, ...] = ()
+  expert_stacks: Tuple[Tuple[str, str], ...] = ()
+  fresh_when_absent: Tuple[str, ...] = ()
 
 
 class BaseModel(abc.ABC):
@@ -56,6 +63,18 @@ class BaseModel(abc.ABC):
   def transfer_rules(self) -> TransferRules:
     """Which parameters may change shape when fine-tuning from another configuration; none by default."""
     return TransferRules()
+
+  def class_logits(self, params: Any, batch: Batch) -> jax.Array:
+    """Class logits [batch, classes] of an evaluation batch (a distillation teacher's predictions)."""
+    raise UserError(f"{type(self).__name__} predicts no class logits, so it cannot be a distillation teacher; "
+                    "distillation (train.distill) needs classifiers (ViT-22B).")
+
+  def logits_loss_and_metrics(self, params: Any, batch: Batch, rng: jax.Array) -> Tuple[jax.Array, jax.Array,
+                                                                                       Metrics]:
+    """Class logits [batch, classes], the label loss and the metrics of one training forward pass (a distillation
+    student's)."""
+    raise UserError(f"{type(self).__name__} predicts no class logits, so it cannot be distilled into; "
+                    "distillation (train.distill) needs classifiers (ViT-22B).")
 
   def features(self, params: Any, batch: Batch) -> jax.Array:
     """Pre-logit features [batch, features] of an evaluation batch, for few-shot evaluation."""

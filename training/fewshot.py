@@ -2,10 +2,12 @@
 
 For each number of shots n and each seed, n examples of every class are drawn from the training split, a
 ridge regression from their (centred) features to +1/-1 class targets is solved in closed form, and the test
-split is classified by the largest output. The accuracy is averaged over seeds.
+split is classified by the largest output. The accuracy is averaged over seeds. As an evaluator
+(training/evaluators.py) it runs during training (`EVALUATORS = {..., 'fewshot': @fewshot()}`) or from
+`shardline eval --evaluator=fewshot`.
 """
 import dataclasses
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import gin
 import numpy as np
@@ -13,6 +15,7 @@ import numpy as np
 from shardline.core.errors import UserError
 from shardline.models.base import BaseModel
 from shardline.training import data as data_lib
+from shardline.training import evaluators as evaluators_lib
 from shardline.training import setup as setup_lib
 from shardline.training import step as step_lib
 
@@ -28,12 +31,29 @@ class FewShot:
     shots: examples per class.
     seeds: draws per number of shots (the accuracy is their mean).
     l2_reg: the ridge penalty.
+    every: steps between evaluations during training; None: train.eval_every.
   """
   train_split: str = "train"
   test_split: str = "test"
   shots: Sequence[int] = (1, 5, 10, 25)
   seeds: int = 3
   l2_reg: float = 2.0 ** 10
+  every: Optional[int] = None
+
+  def check(self, data: evaluators_lib.EvalData) -> None:
+    check_shots(data.examples(self.train_split)["label"], self.shots, self.train_split)
+    data.examples(self.test_split)
+
+  def run(self, params: Any, data: evaluators_lib.EvalData,
+          on_batch: evaluators_lib.OnBatch = None) -> Dict[str, float]:
+    model, run = data.run.model, data.run
+    train = features(model, run, params, data.feeder(self.train_split), data.batch_size, on_batch)
+    test = features(model, run, params, data.feeder(self.test_split), data.batch_size, on_batch)
+    return accuracies(train, test, self, self.train_split)
+
+  def headline(self, data: evaluators_lib.EvalData, metrics: Dict[str, float]) -> Dict[str, float]:
+    del data
+    return {k: v for k, v in metrics.items() if not k.endswith("_std")}
 
 
 def ridge_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
@@ -68,7 +88,7 @@ def check_shots(labels: np.ndarray, shots: Sequence[int], split: str) -> None:
 
 def accuracies(train: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.ndarray], spec: FewShot,
                train_split: str = "train") -> Dict[str, float]:
-  """'<n>shot' -> mean accuracy over the seeds, and '<n>shot_std' -> its standard deviation."""
+  """'<n>shot_accuracy' -> mean accuracy over the seeds, and '<n>shot_accuracy_std' -> its standard deviation."""
   (train_x, train_y), (test_x, test_y) = train, test
   check_shots(train_y, spec.shots, train_split)
   classes = np.unique(train_y)
@@ -79,17 +99,22 @@ def accuracies(train: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.
     for seed in range(spec.seeds):
       chosen = _draw(train_y, shots, classes, np.random.default_rng([seed, shots]))
       scores.append(ridge_accuracy(train_x[chosen], train_y[chosen], test_x, test_y, num_classes, spec.l2_reg))
-    out[f"{shots}shot"] = float(np.mean(scores))
-    out[f"{shots}shot_std"] = float(np.std(scores))
+    out[f"{shots}shot_accuracy"] = float(np.mean(scores))
+    out[f"{shots}shot_accuracy_std"] = float(np.std(scores))
   return out
 
 
 def features(model: BaseModel, run: setup_lib.RunSetup, params: Any, feeder: data_lib.BatchFeeder,
-             batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
-  """Pre-logit features [n, f] and labels [n] of every example of the feeder's split, gathered to each host."""
+             batch_size: int, on_batch: evaluators_lib.OnBatch = None) -> Tuple[np.ndarray, np.ndarray]:
+  """Pre-logit features [n, f] and labels [n] of every example of the feeder's split, gathered to each host;
+  `on_batch` is called after each batch."""
   extract = step_lib.PartitionedFunction(model.features, run.partitioner,
                                          in_shardings=(run.state_sharding.params, run.eval_batch_sharding),
                                          out_shardings=run.partitioner.replicated())
-  rows = [np.asarray(extract(params, batch)) for batch in feeder.eval_batches(batch_size)]
+  rows = []
+  for batch in feeder.eval_batches(batch_size):
+    rows.append(np.asarray(extract(params, batch)))
+    if on_batch is not None:
+      on_batch()
   # The split in order, then the last batch's padding (repeats of the last example), which is cut off.
   return np.concatenate(rows)[:feeder.num_examples], np.asarray(feeder.examples["label"])

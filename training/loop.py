@@ -10,6 +10,7 @@ import tqdm
 from shardline.core.errors import UserError
 from shardline.training import checkpoints as checkpoints_lib
 from shardline.training import data as data_lib
+from shardline.training import evaluators as evaluators_lib
 from shardline.training import flops as flops_lib
 from shardline.training import goodput as goodput_lib
 from shardline.training import preemption as preemption_lib
@@ -17,7 +18,6 @@ from shardline.training import profiling
 from shardline.training import setup as setup_lib
 from shardline.training import summaries as summaries_lib
 from shardline.training import watchdog as watchdog_lib
-from shardline.training.evaluate import run_eval
 
 
 def log(message: str) -> None:
@@ -29,7 +29,7 @@ def log(message: str) -> None:
 
 @dataclasses.dataclass
 class Schedule:
-  """Steps between metrics lines, evaluations and checkpoints."""
+  """Steps between metrics lines, evaluations (of evaluators without a cadence of their own) and checkpoints."""
   log: int
   eval: int
   checkpoint: int
@@ -56,16 +56,17 @@ class Outcome:
 class TrainingLoop:
   """Runs the compiled step from a start step to the end, or to an agreed preemption step."""
 
-  def __init__(self, run: setup_lib.RunSetup, train_feeder: data_lib.BatchFeeder,
-               eval_feeder: data_lib.BatchFeeder, sampler, eval_step, eval_batch_size: int,
+  def __init__(self, run: setup_lib.RunSetup, train_feeder: data_lib.BatchFeeder, sampler,
+               evaluators: Dict[str, evaluators_lib.Evaluator], eval_data: evaluators_lib.EvalData,
                checkpointer: checkpoints_lib.Checkpointer, meta: Dict[str, Any], schedule: Schedule,
                nonfinite_policy: str, summaries: summaries_lib.Summaries, services: Services, flops: Optional[float],
-               inject_stall: Optional[tuple] = None):
-    self.run, self.train_feeder, self.eval_feeder, self.sampler = run, train_feeder, eval_feeder, sampler
-    self.eval_step, self.eval_batch_size = eval_step, eval_batch_size
+               inject_stall: Optional[tuple] = None, step_inputs: tuple = ()):
+    self.run, self.train_feeder, self.sampler = run, train_feeder, sampler
+    self.evaluators, self.eval_data = evaluators, eval_data
     self.checkpointer, self.meta, self.schedule = checkpointer, meta, schedule
     self.nonfinite_policy, self.summaries, self.services, self.flops = nonfinite_policy, summaries, services, flops
     self.inject_stall = inject_stall
+    self.step_inputs = step_inputs  # what the step takes after the batch: a distillation teacher's parameters
     self.device_kind = jax.devices()[0].device_kind
     self.global_batch = sampler.global_batch
     # With frozen parameters every metrics row says how many are trained (exact, so counted here, not on device).
@@ -109,14 +110,21 @@ class TrainingLoop:
         "Lower the learning rate, enable clipping (optimizer.make_optimizer.clip_norm), or set "
         "--gin.train.nonfinite_policy=\"'skip'\" to skip such updates.")
 
-  def _evaluate(self, state, done: int) -> None:
+  def _due(self, done: int, steps: int) -> List[str]:
+    """The evaluators to run after step `done`: those whose cadence divides it, and all of them at the end."""
+    return [name for name, evaluator in self.evaluators.items()
+            if done == steps or done % (evaluator.every or self.schedule.eval) == 0]
+
+  def _evaluate(self, state, done: int, names: List[str]) -> None:
     with self.services.goodput.measure("eval"):
       self._stall_if_injected(done, "eval")
-      evaluated = run_eval(self.eval_step, state.params, self.eval_feeder, self.eval_batch_size,
-                           on_batch=self.services.watchdog.progress)
-    self.summaries.write("eval", done, {f"eval_{k}": v for k, v in evaluated.items()})
-    self.last_eval = {f"eval_{k}": v for k, v in self.run.model.headline(evaluated).items()}
-    log(summaries_lib.format_line(done, self.last_eval))
+      for name in names:
+        evaluator = self.evaluators[name]
+        evaluated = evaluator.run(state.params, self.eval_data, on_batch=self.services.watchdog.progress)
+        self.summaries.write(name, done, evaluators_lib.prefixed(name, evaluated))
+        headline = evaluators_lib.prefixed(name, evaluator.headline(self.eval_data, evaluated))
+        self.last_eval.update(headline)
+        log(summaries_lib.format_line(done, headline))
 
   def _save(self, state, done: int, wait: bool) -> None:
     with self.services.goodput.measure("checkpoint"):
@@ -160,7 +168,7 @@ class TrainingLoop:
         services.profiler.before_step(step)
         with services.profiler.annotate(step):
           self._stall_if_injected(step, "step")
-          state, metrics = compiled(state, batch)
+          state, metrics = compiled(state, batch, *self.step_inputs)
         if self.serialize_steps:
           jax.block_until_ready((state, metrics))
         with services.goodput.measure("profile"):
@@ -174,8 +182,9 @@ class TrainingLoop:
           bar.set_postfix(loss=f"{self.last_train['loss']:.4f}")
           pending, window_start, window_step, window_data = [], time.time(), done, 0.0
         between_steps = time.time()  # evaluations and saves do not count in the next window's step time
-        if done % every.eval == 0 or done == steps:
-          self._evaluate(state, done)
+        due = self._due(done, steps)
+        if due:
+          self._evaluate(state, done, due)
         if done % every.checkpoint == 0 or done == steps:
           self._save(state, done, wait=self.serialize_steps)  # orbax's barriers are collectives too
         window_start += time.time() - between_steps

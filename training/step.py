@@ -1,5 +1,5 @@
 """The jitted train and eval steps, with explicit input and output shardings."""
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +7,7 @@ import optax
 
 from shardline.models.base import BaseModel, Metrics
 from shardline.partitioning.context import Partitioner, use_partitioner
+from shardline.training import distill as distill_lib
 from shardline.training import frozen as frozen_lib
 from shardline.training import microbatches as microbatches_lib
 from shardline.training.train_state import TrainState
@@ -19,7 +20,8 @@ def _tree_where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
 def train_step_fn(model: BaseModel, tx: optax.GradientTransformation, schedule: Callable,
                   inject_nan_at_step: int = -1,
                   microbatches: int = 1,
-                  frozen: Sequence[str] = ()) -> Callable[[TrainState, Dict], Tuple[TrainState, Metrics]]:
+                  frozen: Sequence[str] = (),
+                  distill: Optional[distill_lib.Distill] = None) -> Callable[..., Tuple[TrainState, Metrics]]:
   """One optimisation step, optionally accumulated over strided microbatches (training/microbatches.py).
 
   An update whose loss or gradient norm is not finite is never applied: the state keeps its previous values,
@@ -35,13 +37,18 @@ def train_step_fn(model: BaseModel, tx: optax.GradientTransformation, schedule: 
       gradient; the caller has checked that k divides every device's share of the batch.
     frozen: regexes of parameters that are not trained (the optimizer's); no gradient flows into them, so the
       backward pass computes only what the trained parameters need, and the gradient norm covers those.
+    distill: distil from a teacher (training/distill.py); the step then takes the teacher's parameters as a third
+      input.
   """
-  def step(state: TrainState, batch: Dict[str, jax.Array]) -> Tuple[TrainState, Metrics]:
+  def step(state: TrainState, batch: Dict[str, jax.Array], teacher_params: Any = None) -> Tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params, examples=batch, key=rng):
       params = frozen_lib.stop_gradients(params, frozen)
-      loss, metrics = model.loss_and_metrics(params, examples, key)
+      if distill is None:
+        loss, metrics = model.loss_and_metrics(params, examples, key)
+      else:
+        loss, metrics = distill_lib.loss_and_metrics(distill, model, params, teacher_params, examples, key)
       if inject_nan_at_step >= 0:
         loss = jnp.where(state.step == inject_nan_at_step, jnp.nan, loss)
       return loss, metrics
@@ -89,9 +96,11 @@ class PartitionedFunction:
 
 
 def jit_train_step(step: Callable, partitioner: Partitioner, state_sharding: TrainState,
-                   batch_sharding: Dict[str, Any]) -> PartitionedFunction:
-  """The train step, jitted with explicit shardings; the input state is donated."""
-  return PartitionedFunction(step, partitioner, in_shardings=(state_sharding, batch_sharding),
+                   batch_sharding: Dict[str, Any], teacher_sharding: Any = None) -> PartitionedFunction:
+  """The train step, jitted with explicit shardings (a distilling step also takes the teacher's parameters);
+  the input state is donated."""
+  in_shardings = (state_sharding, batch_sharding) + (() if teacher_sharding is None else (teacher_sharding,))
+  return PartitionedFunction(step, partitioner, in_shardings=in_shardings,
                              out_shardings=(state_sharding, partitioner.replicated()), donate_argnums=(0,))
 
 

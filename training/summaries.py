@@ -51,29 +51,27 @@ def format_line(step: int, values: Mapping[str, float]) -> str:
   return " | ".join(parts)
 
 
-KINDS = ("train", "eval", "goodput")
-
-
 class Summaries:
-  """TensorBoard event files under MODEL_DIR/{train,eval,goodput}, and the same values, exact, as JSON lines in
-  MODEL_DIR/metrics/{train,eval,goodput}.jsonl (appended across resumes). Only the primary process writes.
+  """TensorBoard event files under MODEL_DIR/<kind> (train, goodput, and each evaluator's name: eval, fewshot,
+  ...), and the same values, exact, as JSON lines in MODEL_DIR/metrics/<kind>.jsonl (appended across resumes).
+  Only the primary process writes; a kind's files are opened on its first write.
 
   MODEL_DIR may be a bucket: tensorboardX writes gs:// and s3:// event files itself (through
   google-cloud-storage and boto3), and the JSON lines go through the path layer.
   """
 
   def __init__(self, model_dir: str, primary: bool):
+    self._model_dir, self._primary = model_dir, primary
     self._writers = {}
     self._jsonl = {}
-    if primary:
-      for kind in KINDS:
-        self._writers[kind] = SummaryWriter(logdir=paths.join(model_dir, kind))
-        self._jsonl[kind] = paths.TextAppender(paths.join(model_dir, "metrics", f"{kind}.jsonl"))
 
   def write(self, kind: str, step: int, values: Mapping[str, float]) -> None:
-    writer = self._writers.get(kind)
-    if writer is None:
+    if not self._primary:
       return
+    if kind not in self._writers:
+      self._writers[kind] = SummaryWriter(logdir=paths.join(self._model_dir, kind))
+      self._jsonl[kind] = paths.TextAppender(paths.join(self._model_dir, "metrics", f"{kind}.jsonl"))
+    writer = self._writers[kind]
     for key, value in values.items():
       if value is not None:
         writer.add_scalar(key, value, step)

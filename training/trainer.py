@@ -1,6 +1,6 @@
 """`train`, bound by gin: checks everything, sets the run up, restores or initialises, and runs the step loop."""
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import gin
 import jax
@@ -13,6 +13,8 @@ from shardline.partitioning import rules as rules_lib
 from shardline.tasks import loader
 from shardline.training import checkpoints as checkpoints_lib
 from shardline.training import data as data_lib
+from shardline.training import distill as distill_lib
+from shardline.training import evaluators as evaluators_lib
 from shardline.training import flops as flops_lib
 from shardline.training import goodput as goodput_lib
 from shardline.training import init_from as init_from_lib
@@ -71,9 +73,9 @@ def _restore_or_init(run: setup_lib.RunSetup, checkpointer: checkpoints_lib.Chec
   return state, 0
 
 
-def _compile(step_fn, state, batch):
+def _compile(step_fn, state, batch, *step_inputs):
   start = time.time()
-  compiled = step_fn.lower(state, batch).compile()
+  compiled = step_fn.lower(state, batch, *step_inputs).compile()
   flops = flops_lib.compiled_flops(compiled)
   log(f"Compiled the train step in {time.time() - start:.1f}s; {(flops or 0) / 1e9:.3f} GFLOP per device per "
       "step (matmuls counted in the compiled program).")
@@ -83,12 +85,15 @@ def _compile(step_fn, state, batch):
 @gin.configurable("train", denylist=["devices"])
 def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: str = gin.REQUIRED,
           batch_size: int = gin.REQUIRED, steps: int = gin.REQUIRED, eval_batch_size: Optional[int] = None,
-          train_split: str = "train", eval_split: str = "test", log_every: int = 50, eval_every: int = 500,
+          train_split: str = "train", eval_split: str = "test",
+          evaluators: Optional[Mapping[str, evaluators_lib.Evaluator]] = None, log_every: int = 50,
+          eval_every: int = 500,
           checkpoint_every: int = 500, keep_checkpoints: int = 3, async_checkpoints: bool = True,
           seed: int = 0, nonfinite_policy: str = "stop", microbatches: int = 1, save_on_preemption: bool = True,
           profile_steps: Optional[Sequence[int]] = None, profile_every_process: bool = False,
           hang_timeout_s: Optional[float] = None, hang_action: str = "dump",
-          init_from: Optional[init_from_lib.InitFrom] = None, inject_nan_at_step: int = -1,
+          init_from: Optional[init_from_lib.InitFrom] = None, distill: Optional[distill_lib.Distill] = None,
+          inject_nan_at_step: int = -1,
           inject_stall: Optional[Sequence[float]] = None, devices=None) -> Dict[str, Any]:
   """Trains `model` on `task`, resuming from the latest checkpoint in `model_dir`.
 
@@ -100,9 +105,12 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
     batch_size: the global batch size.
     steps: train until this step.
     eval_batch_size: batch size of evaluation; the training batch size by default.
-    train_split, eval_split: task splits.
+    train_split: the split trained on.
+    eval_split: the split of the default evaluator, `eval`, when `evaluators` is None.
+    evaluators: name -> evaluator (training/evaluators.py: @split_eval(), @fewshot()), each run every its own
+      `every` steps (default `eval_every`) and at the end; its metrics are prefixed with its name.
     log_every: steps between metrics lines (and rows of MODEL_DIR/metrics/train.jsonl).
-    eval_every: steps between evaluations.
+    eval_every: steps between evaluations of evaluators that set no cadence of their own.
     checkpoint_every: steps between checkpoints.
     keep_checkpoints: how many checkpoints to keep.
     async_checkpoints: save in the background while training continues.
@@ -120,6 +128,7 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
     hang_action: 'dump' (and keep waiting) or 'abort' (exit with code 124 after the dump).
     init_from: start from another run's checkpoint (`@init_from()`, training/init_from.py) when MODEL_DIR has no
       checkpoint of its own.
+    distill: distil from a frozen teacher (`@distill()`, training/distill.py).
     inject_nan_at_step: fault injection for testing the non-finite policy; -1 disables it.
     inject_stall: fault injection for the watchdog's and preemption's tests: (step, seconds) stops the host before
       that step; (step, seconds, 'eval') before the evaluation after it.
@@ -136,12 +145,18 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
   watchdog_lib.check_settings(hang_timeout_s, hang_action)
   model_dir = paths.check_url(model_dir, "MODEL_DIR (train.model_dir)")
   eval_batch_size = eval_batch_size or batch_size
+  evaluators = {"eval": evaluators_lib.SplitEval(eval_split)} if evaluators is None else dict(evaluators)
+  evaluators_lib.check(evaluators, "train.evaluators")
   run = setup_lib.build(model, steps, batch_size, seed, devices)
   data_lib.check_batch_divisible(batch_size, run.partitioner, "train.batch_size")
   data_lib.check_batch_divisible(eval_batch_size, run.partitioner, "train.eval_batch_size")
   data_lib.check_microbatches(batch_size, microbatches, run.partitioner)
   loader.materialize(task, train_split, max_examples=1)  # a missing task or split stops before anything is written
+  eval_data = evaluators_lib.EvalData(task, run, eval_batch_size)
+  for evaluator in evaluators.values():
+    evaluator.check(eval_data)
   init_source = _init_source(init_from, run, model_dir)
+  teacher = distill_lib.prepare(distill, run) if distill is not None else None
   paths.check_writable(model_dir, "MODEL_DIR (train.model_dir)")
   if async_checkpoints and jax.process_count() > 1 and jax.default_backend() == "cpu":
     # An asynchronous save runs orbax's cross-process collectives on a background thread while the next
@@ -154,11 +169,15 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
   watchdog = watchdog_lib.Watchdog(paths.join(model_dir, "hangs"), jax.process_index(), hang_timeout_s, hang_action)
   try:
     with preemption_lib.PreemptionWatch(save_on_preemption) as preemption:
-      train_feeder = data_lib.BatchFeeder(loader.materialize(task, train_split), run.batch_sharding)
-      eval_feeder = data_lib.BatchFeeder(loader.materialize(task, eval_split), run.eval_batch_sharding)
+      train_feeder = data_lib.BatchFeeder(eval_data.examples(train_split), run.batch_sharding)
       sampler = loader.StepSampler(train_feeder.num_examples, batch_size, seed)
       with goodput.measure("restore"):
         state, start_step = _restore_or_init(run, checkpointer, seed, init_source, init_from is not None)
+      teacher_params = ()
+      if teacher is not None:
+        with goodput.measure("restore"):
+          teacher_params = (teacher.load(),)
+        log(teacher.describe())
       _write_text(paths.join(model_dir, "config.gin"), gin.config_str())
       log(f"Training {type(model).__name__} on {task!r} | mesh {mesh_lib.describe(run.partitioner.mesh)} | "
           f"rules {rules_lib.rule_set_name(run.partitioner.rules)} | batch {batch_size}"
@@ -166,20 +185,19 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
           + (" | trainable {:,} of {:,} parameters".format(*run.trainable()) if run.frozen else "")
           + f" | steps {start_step}->{steps} | MODEL_DIR {paths.display(model_dir)}")
       step_fn = step_lib.jit_train_step(
-          step_lib.train_step_fn(run.model, run.tx, run.schedule, inject_nan_at_step, microbatches, run.frozen),
-          run.partitioner, run.state_sharding, run.batch_sharding)
+          step_lib.train_step_fn(run.model, run.tx, run.schedule, inject_nan_at_step, microbatches, run.frozen,
+                                 distill),
+          run.partitioner, run.state_sharding, run.batch_sharding, teacher.params_sharding if teacher else None)
       with goodput.measure("compile"):
-        compiled, flops = _compile(step_fn, state, train_feeder.train_batch(sampler, start_step))
+        compiled, flops = _compile(step_fn, state, train_feeder.train_batch(sampler, start_step), *teacher_params)
       summaries = summaries_lib.Summaries(model_dir, primary)
       profiler = profiling.StepProfiler(model_dir, profile_steps, primary or profile_every_process)
-      eval_step = step_lib.jit_eval_step(run.model, run.partitioner, run.state_sharding.params,
-                                         run.eval_batch_sharding)
       meta = {"fingerprint": run.fingerprint(),
               "data": {"task": task, "split": train_split, "seed": seed, "global_batch": batch_size}}
       loop = loop_lib.TrainingLoop(
-          run, train_feeder, eval_feeder, sampler, eval_step, eval_batch_size, checkpointer, meta, schedule,
+          run, train_feeder, sampler, evaluators, eval_data, checkpointer, meta, schedule,
           nonfinite_policy, summaries, loop_lib.Services(preemption, watchdog.start(), profiler, goodput), flops,
-          (tuple(inject_stall) + ("step",))[:3] if inject_stall else None)
+          (tuple(inject_stall) + ("step",))[:3] if inject_stall else None, teacher_params)
       outcome = loop.train(state, compiled, start_step, steps)
       if profiler.published:
         log(f"Profile of steps {profile_steps[0]}..{profile_steps[0] + profile_steps[1] - 1} written to "

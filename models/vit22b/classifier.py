@@ -55,12 +55,19 @@ class ImageClassifier(base.BaseModel):
     return losses, {"loss": base.mean_metric(losses, weights),
                     "accuracy": base.mean_metric(correct, weights)}
 
-  def loss_and_metrics(self, params: Any, batch: base.Batch, rng: jax.Array):
+  def class_logits(self, params: Any, batch: base.Batch) -> jax.Array:
+    return self.logits(params, batch["image"])
+
+  def logits_loss_and_metrics(self, params: Any, batch: base.Batch, rng: jax.Array):
     del rng  # ViT-22B uses no dropout.
     logits = self.logits(params, batch["image"])
     weights = jnp.ones(logits.shape[:1], jnp.float32)
     losses, metrics = self._metrics(logits, batch["label"], weights)
-    return losses.mean(), metrics
+    return logits, losses.mean(), metrics
+
+  def loss_and_metrics(self, params: Any, batch: base.Batch, rng: jax.Array):
+    _, loss, metrics = self.logits_loss_and_metrics(params, batch, rng)
+    return loss, metrics
 
   def eval_metrics(self, params: Any, batch: base.Batch) -> base.Metrics:
     logits = self.logits(params, batch["image"])

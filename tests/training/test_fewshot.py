@@ -1,10 +1,9 @@
-"""Few-shot evaluation: the closed-form ridge classifier, the shots check, and `shardline eval` with @fewshot()."""
+"""Few-shot evaluation: the closed-form ridge classifier and the shots check (runs: tests/training/test_evaluators.py)."""
 import numpy as np
 import pytest
 
 from shardline.core.errors import UserError
 from shardline.training import fewshot
-from tests import helpers
 
 
 def _clusters(rng, n_per_class, classes=4, width=32, spread=0.3):
@@ -29,28 +28,12 @@ def test_accuracies_per_shot_are_reproducible_and_improve_with_shots():
   test = _clusters(np.random.default_rng(1), 60, spread=1.5)
   spec = fewshot.FewShot(shots=(1, 25), seeds=5, l2_reg=1.0)
   first, again = fewshot.accuracies(train, test, spec), fewshot.accuracies(train, test, spec)
-  assert first == again and set(first) == {"1shot", "1shot_std", "25shot", "25shot_std"}
-  assert first["25shot"] > first["1shot"] > 0.25
+  assert first == again and set(first) == {"1shot_accuracy", "1shot_accuracy_std", "25shot_accuracy",
+                                               "25shot_accuracy_std"}
+  assert first["25shot_accuracy"] > first["1shot_accuracy"] > 0.25
 
 
 def test_more_shots_than_examples_of_a_class_stops():
   labels = np.array([0] * 30 + [1] * 4 + [2] * 7)
   with pytest.raises(UserError, match=r"asks for 10 shots per class.*2 classes \(class 1: 4, class 2: 7\)"):
     fewshot.check_shots(labels, (1, 10), "train")
-
-
-def test_shardline_eval_reports_few_shot_accuracies(tmp_path):
-  model_dir = tmp_path / "run"
-  trained = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 3))
-  assert trained.returncode == 0, trained.stderr[-2000:]
-  result = helpers.run_shardline("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
-                                 f"--gin.MODEL_DIR='{model_dir}'", "--gin.evaluate.fewshot=@fewshot()",
-                                 "--gin.fewshot.shots=(1, 5)", "--gin.fewshot.seeds=2")
-  assert result.returncode == 0, result.stderr[-2000:]
-  line = next(l for l in result.stdout.splitlines() if l.startswith("Few-shot"))
-  assert "train -> test" in line and "2 seeds" in line and "1-shot" in line and "5-shot" in line
-  too_many = helpers.run_shardline("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
-                                   f"--gin.MODEL_DIR='{model_dir}'", "--gin.evaluate.fewshot=@fewshot()",
-                                   "--gin.fewshot.shots=(500,)")
-  assert too_many.returncode == 2 and "asks for 500 shots per class" in too_many.stderr
-  assert "Traceback" not in too_many.stderr

@@ -1,0 +1,51 @@
+"""Named evaluators: each on its own cadence during training, any of them from `shardline eval`, bad input."""
+import json
+
+from tests import helpers
+
+EVALUATORS = ("--gin.EVALUATORS={'eval': @split_eval(), 'fewshot': @fewshot()}", "--gin.split_eval.every=2",
+              "--gin.fewshot.every=3", "--gin.fewshot.shots=(1, 5)", "--gin.fewshot.seeds=2")
+
+
+def _logged_steps(model_dir, name):
+  with open(model_dir / "metrics" / f"{name}.jsonl") as f:
+    return [json.loads(line) for line in f]
+
+
+def test_evaluators_run_on_their_cadence_and_from_shardline_eval(tmp_path):
+  model_dir = tmp_path / "run"
+  trained = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 6), *EVALUATORS)
+  assert trained.returncode == 0, trained.stderr[-2000:]
+  assert [row["step"] for row in _logged_steps(model_dir, "eval")] == [2, 4, 6]
+  fewshot_rows = _logged_steps(model_dir, "fewshot")
+  assert [row["step"] for row in fewshot_rows] == [3, 6]
+  assert set(fewshot_rows[-1]) == {"step", "fewshot_1shot_accuracy", "fewshot_1shot_accuracy_std",
+                                   "fewshot_5shot_accuracy", "fewshot_5shot_accuracy_std"}
+  assert "step 3 | fewshot_1shot_accuracy" in trained.stdout and "step 4 | eval_accuracy" in trained.stdout
+  assert "fewshot 5shot accuracy" in trained.stdout  # the end-of-run summary
+  evaluated = helpers.run_shardline("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
+                                    f"--gin.MODEL_DIR='{model_dir}'", *EVALUATORS, "--evaluator=fewshot")
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  line = next(l for l in evaluated.stdout.splitlines() if l.startswith("Evaluated checkpoint step 6"))
+  assert "with evaluator 'fewshot'" in line and "fewshot_1shot_accuracy" in line and "fewshot_5shot_accuracy" in line
+  logged = fewshot_rows[-1]["fewshot_5shot_accuracy"]
+  assert f"fewshot_5shot_accuracy {100 * logged:.2f}%" in line  # the same checkpoint, the same draws
+  assert "eval_accuracy" not in evaluated.stdout
+  unknown = helpers.run_shardline("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
+                                  f"--gin.MODEL_DIR='{model_dir}'", *EVALUATORS, "--evaluator=linear")
+  assert unknown.returncode == 2 and "no such evaluator; this configuration has eval, fewshot" in unknown.stderr
+
+
+def test_bad_evaluators_stop_before_anything_is_written(tmp_path):
+  model_dir = tmp_path / "run"
+  too_many_shots = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 2), *EVALUATORS,
+                                         "--gin.fewshot.shots=(500,)")
+  assert too_many_shots.returncode == 2 and "asks for 500 shots per class" in too_many_shots.stderr
+  assert "Traceback" not in too_many_shots.stderr and not model_dir.exists()
+  bad_name = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 2),
+                                   "--gin.EVALUATORS={'Few Shot': @fewshot()}")
+  assert bad_name.returncode == 2 and "must be a lower-case identifier" in bad_name.stderr
+  bad_cadence = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 2),
+                                      "--gin.EVALUATORS={'eval': @split_eval()}", "--gin.split_eval.every=0")
+  assert bad_cadence.returncode == 2 and "must be a positive number of steps" in bad_cadence.stderr
+  assert not model_dir.exists()
