@@ -2,8 +2,8 @@
 
 MODEL_DIR's own latest checkpoint wins over `init_from` (a fine-tune that was interrupted resumes itself), which
 wins over a fresh start; the trainer logs which one it used. The parameter mapping (skips, renames, new heads,
-resized position embeddings, dtype casts) is in training/param_mapping.py. Everything is checked, and every
-problem named, before the run writes anything.
+resized position embeddings, dtype casts, experts upcycled from a dense MLP) is in training/param_mapping.py.
+Everything is checked, and every problem named, before the run writes anything.
 """
 import dataclasses
 import math
@@ -70,6 +70,11 @@ def _resize_grid(table: jax.Array, tokens: int, dtype, sharding) -> jax.Array:
   return jax.jit(resize, out_shardings=sharding)(table)
 
 
+def _tile(dense: jax.Array, shape, dtype, sharding) -> jax.Array:
+  """A dense parameter [...] copied into each of shape[0] experts: [experts, ...], in the experts' sharding."""
+  return jax.jit(lambda d: jnp.broadcast_to(d.astype(dtype)[None], shape), out_shardings=sharding)(dense)
+
+
 @dataclasses.dataclass
 class Source:
   """A resolved checkpoint and the mapping of its parameters onto the model; `load` builds the state."""
@@ -92,7 +97,7 @@ class Source:
       if action.kind == param_mapping.LOAD and action.source not in wanted:
         wanted[action.source] = jax.ShapeDtypeStruct(abstract[name].shape, abstract[name].dtype,
                                                      sharding=shardings[name])
-      elif action.kind == param_mapping.RESIZE:
+      elif action.kind in (param_mapping.RESIZE, param_mapping.TILE):
         meta = self.source_params[action.source]
         wanted[action.source] = jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=run.partitioner.replicated())
     target = {"params": _nest(wanted)}
@@ -110,6 +115,8 @@ class Source:
         return jax.device_put(read[action.source], shardings[name])
       if action.kind == param_mapping.RESIZE:
         return _resize_grid(read[action.source], abstract[name].shape[0], abstract[name].dtype, shardings[name])
+      if action.kind == param_mapping.TILE:
+        return _tile(read[action.source], abstract[name].shape, abstract[name].dtype, shardings[name])
       if action.kind == param_mapping.ZEROS:
         return jax.jit(lambda: jnp.zeros(abstract[name].shape, abstract[name].dtype), out_shardings=shardings[name])()
       return fresh_params[name]

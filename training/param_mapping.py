@@ -6,7 +6,9 @@ Names are paths with '/' between levels, as `shardline plan` lists them. For eac
    checkpoint name `re.sub(regex, replacement, name)`, or keeps it fresh if the replacement is None;
    without a matching rule the checkpoint name is its own name;
 3. the checkpoint parameter is copied when the shapes agree (cast to the new dtype), a position embedding on a
-   square grid is resized, and a head (the model's `TransferRules`) whose shape changed starts from zeros.
+   square grid is resized, and a head (the model's `TransferRules`) whose shape changed starts from zeros;
+4. a parameter the checkpoint lacks may be upcycled (the model's `TransferRules.expert_stacks`: a MoE layer's
+   experts, each a copy of the dense checkpoint's MLP) or start as initialised (`fresh_when_absent`: its router).
 Anything else (a name the checkpoint lacks, a shape that differs elsewhere) is an error listing every case.
 """
 import dataclasses
@@ -22,6 +24,7 @@ Shape = Tuple[int, ...]
 LOAD = "load"  # copy (and cast)
 RESIZE = "resize"  # position embedding resized bilinearly on its patch grid
 ZEROS = "zeros"  # a head whose shape changed
+TILE = "tile"  # a dense parameter copied into every expert (sparse upcycling)
 FRESH = "fresh"  # as the new model initialises it (dont_load, or an assignment to None)
 
 
@@ -40,7 +43,7 @@ class Mapping:
 
   def sources(self) -> List[str]:
     """Checkpoint parameters to read."""
-    return sorted({a.source for a in self.actions.values() if a.kind in (LOAD, RESIZE)})
+    return sorted({a.source for a in self.actions.values() if a.kind in (LOAD, RESIZE, TILE)})
 
   def named(self, kind: str) -> List[str]:
     return sorted(name for name, action in self.actions.items() if action.kind == kind)
@@ -48,7 +51,8 @@ class Mapping:
   def summary(self) -> str:
     """One line: how many parameters each action covers, naming the ones not simply copied."""
     parts = [f"{len(self.named(LOAD))} copied"]
-    for kind, words in ((RESIZE, "resized"), (ZEROS, "zero-initialised (shape changed)"),
+    for kind, words in ((RESIZE, "resized"), (TILE, "copied into every expert (upcycled)"),
+                        (ZEROS, "zero-initialised (shape changed)"),
                         (FRESH, "kept as initialised")):
       names = self.named(kind)
       if names:
@@ -77,6 +81,18 @@ def _is_square_grid(shape: Shape) -> bool:
   return len(shape) == 2 and math.isqrt(shape[0]) ** 2 == shape[0]
 
 
+def _absent(name: str, shape: Shape, source: Dict[str, Shape], rules: TransferRules) -> Optional[Action]:
+  """The action for a parameter the checkpoint lacks: upcycled from a dense one, fresh, or None (an error)."""
+  for pattern, replacement in rules.expert_stacks:
+    if re.fullmatch(pattern, name):
+      dense = re.sub(pattern, replacement, name)
+      if dense in source and tuple(source[dense]) == tuple(shape[1:]):
+        return Action(TILE, dense)
+  if any(re.fullmatch(p, name) for p in rules.fresh_when_absent):
+    return Action(FRESH)
+  return None
+
+
 def plan(source: Dict[str, Shape], target: Dict[str, Shape], rules: TransferRules,
          dont_load: Sequence[str] = (), assignment_map: Sequence[Tuple[str, Optional[str]]] = ()) -> Mapping:
   """Maps checkpoint parameters (name -> shape) onto the new model's; a UserError lists every problem at once."""
@@ -93,7 +109,11 @@ def plan(source: Dict[str, Shape], target: Dict[str, Shape], rules: TransferRule
       continue
     source_name = re.sub(rule[0], rule[1], name) if rule is not None else name
     if source_name not in source:
-      missing.append(name if source_name == name else f"{name} (from {source_name})")
+      absent = _absent(name, shape, source, rules)
+      if absent is not None:
+        actions[name] = absent
+      else:
+        missing.append(name if source_name == name else f"{name} (from {source_name})")
     elif tuple(source[source_name]) == tuple(shape):
       actions[name] = Action(LOAD, source_name)
     elif matches(rules.position_grids, name) and _is_square_grid(shape) and _is_square_grid(

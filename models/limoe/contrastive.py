@@ -72,6 +72,12 @@ class ContrastiveLIMoE(base.BaseModel):
     return {"image": (axes.BATCH, None, None, None), "text": (axes.BATCH, None), "label": (axes.BATCH,),
             "weight": (axes.BATCH,)}
 
+  def transfer_rules(self) -> base.TransferRules:
+    """Sparse upcycling: from a dense checkpoint (limoe.LIMoEConfig.dense = True), every expert of a MoE layer
+    starts as a copy of the MLP it replaces, and its router starts fresh."""
+    return base.TransferRules(expert_stacks=((r"(block_\d+)/moe/(wi|bi|wo|bo)", r"\1/mlp/\2"),),
+                              fresh_when_absent=(r"block_\d+/moe/router",))
+
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     return self.module.init({"params": rng, "router": rng}, batch["image"], batch["text"])["params"]
 
