@@ -99,7 +99,13 @@ class SplitEval:
   every: Optional[int] = None
 
   def check(self, data: EvalData) -> None:
-    loader.materialize(data.task, self.split, max_examples=1)
+    labels = data.examples(self.split).get("label")
+    if labels is not None and (labels < 0).any():
+      raise UserError(
+          f"The split {self.split!r} of task {data.task!r} is unlabelled: {int((labels < 0).sum()):,} of its "
+          f"{len(labels):,} examples have label {int(labels.min())} (TFDS imagenet2012's 'test' split has no "
+          "labels), so its accuracy would mean nothing. Evaluate a labelled split: set EVAL_SPLIT (e.g. "
+          "--gin.EVAL_SPLIT=\"'validation'\") or split_eval.split.")
 
   def run(self, params: Any, data: EvalData, on_batch: OnBatch = None) -> Dict[str, float]:
     return run_eval(data.eval_step(), params, data.feeder(self.split), data.batch_size, on_batch)

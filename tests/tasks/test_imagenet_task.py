@@ -1,0 +1,53 @@
+"""The ViT-22B pod experiment's ImageNet task, built from a small dataset in TFDS imagenet2012 5.1.0's format
+(JPEG images, 1000-class labels, file names; an unlabelled 'test' split with label -1, as TFDS builds it), so a
+wrong split or feature name in the gin files fails here."""
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from shardline.core.errors import UserError
+from shardline.launch import gin_config
+from shardline.tasks import loader
+from shardline.training import evaluators
+
+SIZES = {"train": 6, "validation": 4, "test": 3}
+
+
+@pytest.fixture(scope="module")
+def imagenet_dir(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("tfds")
+  rng = np.random.default_rng(0)
+
+  def split(name, n):
+    labels = rng.integers(0, 1000, n) if name != "test" else np.full(n, -1)
+    return tf.data.Dataset.from_tensor_slices({
+        "image": rng.integers(0, 255, (n, 40, 56, 3), np.uint8), "label": labels,
+        "file_name": [f"{name}_{i}.JPEG" for i in range(n)]})
+  features = tfds.features.FeaturesDict({"image": tfds.features.Image(encoding_format="jpeg"),
+                                         "label": tfds.features.ClassLabel(num_classes=1000),
+                                         "file_name": tfds.features.Text()})
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name="imagenet2012", version="5.1.0", features=features, data_dir=str(data_dir),
+      split_datasets={name: split(name, n) for name, n in SIZES.items()})
+  return data_dir
+
+
+def test_pod_experiment_trains_on_train_and_evaluates_the_labelled_validation_split(imagenet_dir):
+  gin_config.parse(["experiments/vit22b_pod_v4.gin"], [
+      f"tasks.tfds_image_classification.data_dir = '{imagenet_dir}'", "MODEL_DIR = 'unused'"])
+  value = lambda name: gin.query_parameter(name).scoped_configurable_fn()  # a macro or configurable's value
+  task = value("train.task")
+  assert gin.query_parameter("train.train_split") == "train"
+  for name in ("train.eval_split", "evaluate.split", "infer.split", "split_eval.split"):
+    assert value(name) == "validation", name
+  for split in ("train", "validation"):
+    examples = loader.materialize(task, split)
+    assert examples["image"].shape == (SIZES[split], 224, 224, 3) and examples["image"].dtype == np.float32
+    assert 0 <= examples["image"].min() and examples["image"].max() <= 1
+    assert examples["label"].shape == (SIZES[split],) and (0 <= examples["label"]).all()
+  labelled = evaluators.EvalData(task, run=None, batch_size=4)
+  evaluators.SplitEval("validation").check(labelled)
+  with pytest.raises(UserError, match=r"'test' of task .* is unlabelled: 3 of its 3 examples have label -1"):
+    evaluators.SplitEval("test").check(labelled)
