@@ -19,6 +19,7 @@ from orbax.checkpoint._src.path import atomicity
 
 from shardline.core import paths
 from shardline.core.errors import UserError, stderr_silenced
+from shardline.partitioning.shardings import path_str
 from shardline.training import orbax_s3
 
 STATE = "state"
@@ -50,6 +51,12 @@ def _use_coordination_service_barriers() -> None:
   """
   name = ocp_multihost.EXPERIMENTAL_ORBAX_USE_DISTRIBUTED_BARRIER.name
   flags.FLAGS(["shardline", f"--{name}=true"], known_only=True)
+
+
+def _shapes(params: Any) -> Dict[str, Tuple[int, ...]]:
+  """Parameter name -> shape, of arrays or of checkpoint metadata."""
+  leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {path_str(path): tuple(leaf.shape) for path, leaf in leaves}
 
 
 @jax.jit
@@ -109,7 +116,9 @@ class Checkpointer:
       raise self._corrupt(step, e) from e
 
   def restore(self, step: int, abstract_state: Any, state_sharding: Any) -> Any:
-    """Restores `step` into the given shardings (any mesh)."""
+    """Restores `step` into the given shardings (any mesh), after checking that it holds the parameters the model
+    builds."""
+    self._check_parameters(step, abstract_state.params)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, state_sharding)
     # A damaged file fails one read while others are in flight; TensorStore then reports those on an event loop
@@ -141,6 +150,25 @@ class Checkpointer:
       except Exception as e:  # orbax raises many types for damaged files.
         time.sleep(0.5)  # as in restore(): stray TensorStore callbacks run while stderr is silenced
         raise self._corrupt(step, e) from e
+
+  def _check_parameters(self, step: int, abstract_params: Any) -> None:
+    """Stops, naming the differences, when the checkpoint's parameter names or shapes are not the model's: a
+    checkpoint written by a shardline whose layout of the same configuration differed."""
+    saved, wanted = _shapes(self.state_metadata(step)["params"]), _shapes(abstract_params)
+    if saved == wanted:
+      return
+    missing, extra = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
+    reshaped = [f"{n}: checkpoint {saved[n]}, model {wanted[n]}" for n in sorted(set(saved) & set(wanted))
+                if saved[n] != wanted[n]]
+    listed = "; ".join(part for part in (
+        f"the model has {len(missing)} the checkpoint lacks ({', '.join(missing[:6])})" if missing else "",
+        f"the checkpoint has {len(extra)} the model lacks ({', '.join(extra[:6])})" if extra else "",
+        f"{len(reshaped)} differ in shape ({'; '.join(reshaped[:4])})" if reshaped else "") if part)
+    raise UserError(f"Checkpoint step {step} in {self.directory} holds other parameters than this model builds, "
+                    f"although its configuration matches: {listed}. It was written by a shardline version that laid "
+                    "this model out differently (MGDT's attention became one fused 'qkv' parameter on 2026-12-02). "
+                    "Nothing was restored or overwritten: evaluate it with the version that wrote it, or train "
+                    "again in a new MODEL_DIR.")
 
   def _state_path(self, step: int) -> epath.Path:
     return epath.Path(paths.join(self.directory, str(step), STATE))

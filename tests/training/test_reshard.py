@@ -1,8 +1,11 @@
-"""A checkpoint saved on an 8-way fsdp mesh restores onto 2x4 fsdp x tensor and onto one device, exactly."""
+"""A checkpoint saved on an 8-way fsdp mesh restores onto 2x4 fsdp x tensor and onto one device, exactly; one of
+another parameter layout stops with the differences."""
 import jax
 import numpy as np
 import optax
+import pytest
 
+from shardline.core.errors import UserError
 from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
@@ -55,3 +58,19 @@ def test_restore_onto_other_meshes_is_exact_and_training_continues(tmp_path):
     _, metrics = target_step(restored, jax.device_put(_batch(2), target_batch))
     np.testing.assert_allclose(float(metrics["loss"][0]), float(expected_metrics["loss"][0]), rtol=1e-5,
                                err_msg=name)
+
+
+def test_a_checkpoint_of_another_parameter_layout_stops_with_the_differences(tmp_path):
+  abstract, sharding = _setup(helpers.mesh(fsdp=8), rules.FSDP)[4:6]
+  renamed = dict(abstract.params, old_query=abstract.params["encoder"]["layers"]["query"])
+  del renamed["head_bias"]
+  old = abstract.replace(params=renamed)
+  state = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), old)
+  saver = checkpoints.Checkpointer(str(tmp_path), async_save=False)
+  saver.save(1, state, {})
+  with pytest.raises(UserError) as error:
+    saver.restore(1, abstract, sharding)
+  saver.close()
+  message = str(error.value)
+  assert "the model has 1 the checkpoint lacks (head_bias)" in message
+  assert "the checkpoint has 1 the model lacks (old_query)" in message and "Nothing was restored" in message
