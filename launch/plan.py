@@ -48,7 +48,7 @@ def main(argv: Sequence[str] = None) -> int:
                       compilation_cache_dir="" if target.platform == "tpu" else None)
     inputs = plan_run()
     result = planning.plan(inputs.model, inputs.batch_size, target, inputs.steps, inputs.microbatches,
-                           quick=args.quick)
+                           quick=args.quick, distill=inputs.distill)
     print(planning.report(result))
     return 0 if result.fits else DOES_NOT_FIT
   return errors.run_reporting_user_errors(run)

@@ -15,11 +15,12 @@ class PlanInputs(NamedTuple):
   steps: int
   topology: str
   microbatches: int
+  distill: Any = None  # training/distill.Distill: the teacher's parameters and forward pass are planned too
 
 
 @gin.configurable("plan")
 def plan_run(model=gin.REQUIRED, batch_size: int = gin.REQUIRED, steps: int = 1000, topology: str = "",
-             microbatches: int = 1) -> PlanInputs:
-  """The model, global batch size, steps, topology and microbatches: runs/train.gin binds model, batch_size and
-  microbatches as for training."""
-  return PlanInputs(model, batch_size, steps, topology, microbatches)
+             microbatches: int = 1, distill: Any = None) -> PlanInputs:
+  """The model, global batch size, steps, topology, microbatches and distillation teacher: runs/train.gin binds
+  model, batch_size, microbatches and distill as for training."""
+  return PlanInputs(model, batch_size, steps, topology, microbatches, distill)

@@ -84,9 +84,26 @@ def _check_settings(spec: Distill) -> None:
     raise UserError(f"distill.weight = {spec.weight}; it is the distillation share of the loss, in [0, 1].")
 
 
+def layout(spec: Distill, run: setup_lib.RunSetup) -> Tuple[Any, Any]:
+  """The teacher's abstract parameters and their shardings on the run's mesh (no checkpoint is read); a UserError
+  when its settings are wrong or its classes are not the student's."""
+  _check_settings(spec)
+  batch_spec = run.model.batch_spec(1)
+  abstract, sharding, _ = train_state.abstract_state(spec.teacher, optax.set_to_zero(), batch_spec,
+                                                     run.partitioner)
+  student_classes = _classes(run.model, run.abstract_state.params, batch_spec, run.partitioner)
+  teacher_classes = _classes(spec.teacher, abstract.params, batch_spec, run.partitioner)
+  if student_classes != teacher_classes:
+    raise UserError(f"The teacher predicts {teacher_classes} classes and the student {student_classes}; "
+                    "distillation matches their class probabilities one to one, so both must share the label "
+                    "space. Distil from a teacher trained on the student's classes, or fine-tune the teacher's "
+                    "head to them first (train.init_from).")
+  return abstract.params, sharding.params
+
+
 def prepare(spec: Distill, run: setup_lib.RunSetup) -> Teacher:
   """Finds and checks the teacher's checkpoint; a UserError says what is wrong before anything is read or written."""
-  _check_settings(spec)
+  abstract_params, params_sharding = layout(spec, run)
   path = paths.check_url(spec.path, "distill.path")
   model_dir = path[:-len("/checkpoints")] if path.rstrip("/").endswith("/checkpoints") else path
   checkpointer = checkpoints_lib.Checkpointer(model_dir, read_only=True)
@@ -105,17 +122,7 @@ def prepare(spec: Distill, run: setup_lib.RunSetup) -> Teacher:
     raise UserError(f"The teacher checkpoint {checkpointer.directory} step {step} was written by another model "
                     f"configuration than distill.teacher: {shown}. Configure distill.teacher as the teacher was "
                     "trained (the teacher run's model gin file, under a scope).")
-  batch_spec = run.model.batch_spec(1)
-  abstract, sharding, _ = train_state.abstract_state(spec.teacher, optax.set_to_zero(), batch_spec,
-                                                     run.partitioner)
-  student_classes = _classes(run.model, run.abstract_state.params, batch_spec, run.partitioner)
-  teacher_classes = _classes(spec.teacher, abstract.params, batch_spec, run.partitioner)
-  if student_classes != teacher_classes:
-    raise UserError(f"The teacher predicts {teacher_classes} classes and the student {student_classes}; "
-                    "distillation matches their class probabilities one to one, so both must share the label "
-                    "space. Distil from a teacher trained on the student's classes, or fine-tune the teacher's "
-                    "head to them first (train.init_from).")
-  return Teacher(spec, checkpointer, step, abstract.params, sharding.params)
+  return Teacher(spec, checkpointer, step, abstract_params, params_sharding)
 
 
 def loss_and_metrics(spec: Distill, student: BaseModel, params: Any, teacher_params: Any, batch: Batch,

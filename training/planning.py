@@ -20,6 +20,7 @@ from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning import rules as rules_lib
 from shardline.partitioning import shardings as shardings_lib
 from shardline.training import data as data_lib
+from shardline.training import distill as distill_lib
 from shardline.training import flops as flops_lib
 from shardline.training import microbatches as microbatches_lib
 from shardline.training import setup as setup_lib
@@ -46,10 +47,11 @@ class Plan:
   grad_bytes: int = 0  # per device: one gradient in the parameters' dtypes (part of the compiled temps)
   accumulator_bytes: int = 0  # per device: the float32 gradient sum of microbatching (part of the temps)
   trainable_count: Optional[int] = None  # parameters not frozen (optimizer.make_optimizer.frozen); None: all
+  teacher_bytes: int = 0  # per device: a distillation teacher's parameters (train.distill)
 
   @property
   def total_bytes(self) -> int:
-    return self.param_bytes + self.opt_bytes + (self.temp_bytes or 0)
+    return self.param_bytes + self.teacher_bytes + self.opt_bytes + (self.temp_bytes or 0)
 
   @property
   def activation_bytes(self) -> Optional[int]:
@@ -106,9 +108,9 @@ QUICK_COMPILE_OPTIONS = {"exec_time_optimization_effort": -1.0}
 
 
 def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps: int = 1000,
-         microbatches: int = 1, quick: bool = False) -> Plan:
+         microbatches: int = 1, quick: bool = False, distill: Optional[distill_lib.Distill] = None) -> Plan:
   """Lays the run out on the target and measures what it needs, without the hardware; `quick` compiles with
-  QUICK_COMPILE_OPTIONS."""
+  QUICK_COMPILE_OPTIONS. With `distill`, the teacher's parameters and forward pass are part of the step."""
   if target.platform == "tpu":
     devices, target = targets_lib.tpu_devices(target)
   else:
@@ -129,13 +131,19 @@ def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps:
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
   state = attach(run.abstract_state, run.state_sharding)
   batch = attach(model.batch_spec(global_batch), run.batch_sharding)
-  step = step_lib.train_step_fn(model, run.tx, run.schedule, microbatches=microbatches, frozen=run.frozen)
-  step_fn = step_lib.jit_train_step(step, run.partitioner, run.state_sharding, run.batch_sharding)
+  teacher_inputs, teacher_sharding, teacher_bytes = (), None, 0
+  if distill is not None:
+    teacher_abstract, teacher_sharding = distill_lib.layout(distill, run)
+    teacher_inputs = (attach(teacher_abstract, teacher_sharding),)
+    teacher_bytes = _per_device_bytes(teacher_abstract, teacher_sharding)
+  step = step_lib.train_step_fn(model, run.tx, run.schedule, microbatches=microbatches, frozen=run.frozen,
+                                distill=distill)
+  step_fn = step_lib.jit_train_step(step, run.partitioner, run.state_sharding, run.batch_sharding, teacher_sharding)
   temp, flops, seconds = None, None, None
-  state_fits = param_bytes + opt_bytes <= target.hbm_bytes
+  state_fits = param_bytes + teacher_bytes + opt_bytes <= target.hbm_bytes
   compiled = None
   with jax.set_mesh(run.partitioner.mesh):  # Pallas TPU kernels read the target generation from the mesh
-    lowered = step_fn.lower(state, batch)
+    lowered = step_fn.lower(state, batch, *teacher_inputs)
     if target.platform == "tpu" and state_fits:  # no compile needed to know the state alone overflows
       try:
         compiled = lowered.compile(compiler_options=QUICK_COMPILE_OPTIONS if quick else None)
@@ -157,7 +165,7 @@ def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps:
       flops = flops_lib.compiled_flops(lowered.compile()) if target.platform == "gpu" else None
   return Plan(target, mesh_lib.describe(run.partitioner.mesh), rules_lib.rule_set_name(run.partitioner.rules),
               table, param_bytes, opt_bytes, temp, flops, seconds, param_count, microbatches, param_bytes,
-              accumulator_bytes, trainable_count if run.frozen else None)
+              accumulator_bytes, trainable_count if run.frozen else None, teacher_bytes)
 
 
 def _count(n: int) -> str:
@@ -174,8 +182,10 @@ def report(p: Plan) -> str:
            + (f" | {p.microbatches} microbatches" if p.microbatches > 1 else ""), "",
            "Parameters (path, shape, logical axes, mesh sharding):", p.sharding_table, "",
            "Memory per device:",
-           f"  parameters        {gib(p.param_bytes)}",
-           f"  optimizer state   {gib(p.opt_bytes)}"]
+           f"  parameters        {gib(p.param_bytes)}"]
+  if p.teacher_bytes:
+    lines.append(f"  teacher           {gib(p.teacher_bytes)}   (distillation teacher's parameters; frozen, not saved)")
+  lines.append(f"  optimizer state   {gib(p.opt_bytes)}")
   if p.temp_bytes is not None:
     lines.append(f"  compiled temps    {gib(p.temp_bytes)}   (activations, gradients, buffers; XLA), of which")
     lines.append(f"    gradients       {gib(p.grad_bytes)}")

@@ -21,7 +21,7 @@ def _plan(experiment, topology, *overrides, quick=False):
   gin_config.parse([f"experiments/{experiment}.gin"], list(overrides), allow_missing=plan_inputs.PLAN_NEEDS_NO)
   inputs = plan_cli.plan_run()
   return planning.plan(inputs.model, inputs.batch_size, targets.resolve(topology), inputs.steps, inputs.microbatches,
-                       quick=quick)
+                       quick=quick, distill=inputs.distill)
 
 
 def test_tiny_plan_on_a_v4_slice():
@@ -33,6 +33,16 @@ def test_tiny_plan_on_a_v4_slice():
   assert text.splitlines()[1].startswith("mesh fsdp=4 x tensor=2 (8 tpu devices) | rules fsdp_tensor")
   query = next(line for line in text.splitlines() if line.startswith("encoder/layers/query "))
   assert query.endswith("(None, 'fsdp', 'tensor', None)")  # embed over fsdp, heads over tensor
+
+
+def test_a_distillation_plan_counts_the_teacher():
+  alone = _plan("vit22b_small_digits_cpu8", "v4-8")
+  distilled = _plan("vit22b_small_digits_distill_cpu8", "v4-8")
+  teacher = 250_250 * 4 // 8  # the demo's ViT-22B tiny in float32, about an eighth per device (fsdp=4 x tensor=2)
+  assert alone.teacher_bytes == 0 and 0.5 * teacher < distilled.teacher_bytes < 2 * teacher
+  assert distilled.param_bytes == alone.param_bytes and distilled.opt_bytes == alone.opt_bytes
+  assert distilled.flops_per_device > alone.flops_per_device  # the teacher's forward pass is in the step
+  assert "  teacher " in planning.report(distilled) and "  teacher " not in planning.report(alone)
 
 
 def test_vit22b_on_a_far_too_small_topology_does_not_fit():

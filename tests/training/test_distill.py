@@ -1,12 +1,17 @@
 """Distillation: the loss against a hand computation, a student distilled from a teacher checkpoint on the same
 mesh (the teacher is not saved with it), and the teacher checks."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from shardline.core.errors import UserError
+from shardline.launch import gin_config, plan_inputs
 from shardline.models import base
-from shardline.training import checkpoints, distill
+from shardline.models.vit22b.classifier import ImageClassifier
+from shardline.training import checkpoints, distill, setup
 from tests import helpers
 
 TEACHER_STEPS = 4
@@ -85,11 +90,14 @@ def test_teacher_problems_stop_before_anything_is_written(tmp_path, teacher):
   model_dir = tmp_path / "student"
   classes = helpers.run_shardline(*_student_args(model_dir, teacher, 2, "--gin.NUM_CLASSES=12"))
   assert classes.returncode == 2 and "The teacher predicts 10 classes and the student 12" in classes.stderr
-  no_checkpoint = helpers.run_shardline(*_student_args(model_dir, tmp_path / "nothing", 2))
-  assert no_checkpoint.returncode == 2 and "distill.path: there is no committed checkpoint" in no_checkpoint.stderr
-  other_teacher = helpers.run_shardline(*_student_args(model_dir, teacher, 2,
-                                                       "--gin.teacher/vit22b.ViT22BConfig.depth=2"))
-  assert other_teacher.returncode == 2 and "depth: checkpoint=4, distill.teacher=2" in other_teacher.stderr
-  for result in (classes, no_checkpoint, other_teacher):
-    assert "Traceback" not in result.stderr
-  assert not model_dir.exists()
+  assert "Traceback" not in classes.stderr and not model_dir.exists()
+
+  gin_config.parse([DISTILL], [f"TEACHER='{teacher}'", "MODEL_DIR='unused'"])
+  inputs = plan_inputs.plan_run()
+  run = setup.build(inputs.model, total_steps=10, global_batch=inputs.batch_size)
+  assert distill.prepare(inputs.distill, run).step == TEACHER_STEPS
+  with pytest.raises(UserError, match="distill.path: there is no committed checkpoint"):
+    distill.prepare(dataclasses.replace(inputs.distill, path=str(tmp_path / "nothing")), run)
+  shallower = ImageClassifier(dataclasses.replace(inputs.distill.teacher.config, depth=2))
+  with pytest.raises(UserError, match="depth: checkpoint=4, distill.teacher=2"):
+    distill.prepare(dataclasses.replace(inputs.distill, teacher=shallower), run)

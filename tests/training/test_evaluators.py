@@ -1,6 +1,10 @@
 """Named evaluators: each on its own cadence during training, any of them from `shardline eval`, bad input."""
 import json
 
+import pytest
+
+from shardline.core.errors import UserError
+from shardline.training import evaluators, fewshot
 from tests import helpers
 
 EVALUATORS = ("--gin.EVALUATORS={'eval': @split_eval(), 'fewshot': @fewshot()}", "--gin.split_eval.every=2",
@@ -42,10 +46,9 @@ def test_bad_evaluators_stop_before_anything_is_written(tmp_path):
                                          "--gin.fewshot.shots=(500,)")
   assert too_many_shots.returncode == 2 and "asks for 500 shots per class" in too_many_shots.stderr
   assert "Traceback" not in too_many_shots.stderr and not model_dir.exists()
-  bad_name = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 2),
-                                   "--gin.EVALUATORS={'Few Shot': @fewshot()}")
-  assert bad_name.returncode == 2 and "must be a lower-case identifier" in bad_name.stderr
-  bad_cadence = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 2),
-                                      "--gin.EVALUATORS={'eval': @split_eval()}", "--gin.split_eval.every=0")
-  assert bad_cadence.returncode == 2 and "must be a positive number of steps" in bad_cadence.stderr
-  assert not model_dir.exists()
+  with pytest.raises(UserError, match="must be a lower-case identifier"):
+    evaluators.check({"Few Shot": fewshot.FewShot()}, "train.evaluators")
+  with pytest.raises(UserError, match="must be a positive number of steps"):
+    evaluators.check({"eval": evaluators.SplitEval(every=0)}, "train.evaluators")
+  with pytest.raises(UserError, match="not an evaluator"):
+    evaluators.check({"eval": "test"}, "train.evaluators")
