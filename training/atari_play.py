@@ -76,7 +76,7 @@ def play_episode(agent, params, decide, game: str, seed: int, kappa: float, max_
 
 
 def plot_attention(captures: Dict[str, Any], patch: int, path: str) -> None:
-  fig, axes = plt.subplots(1, len(captures), figsize=(2.8 * len(captures), 3.1), squeeze=False)
+  fig, axes = plt.subplots(1, len(captures), figsize=(max(2.8 * len(captures), 4.2), 3.4), squeeze=False)
   for ax, (game, (frame, weights)) in zip(axes[0], captures.items()):
     n = int(np.sqrt(len(weights)))
     ax.imshow(frame, cmap="gray")
@@ -84,7 +84,7 @@ def plot_attention(captures: Dict[str, Any], patch: int, path: str) -> None:
     ax.set_title(f"{game}", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-  fig.suptitle("MGDT: attention of the action decision over the current frame's 14x14 patches", fontsize=9)
+  fig.suptitle("MGDT: attention of the action decision\nover the current frame's 14x14 patches", fontsize=9)
   fig.tight_layout()
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fig.savefig(path, dpi=110)
