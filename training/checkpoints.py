@@ -202,3 +202,10 @@ class Checkpointer:
     if self._manager is not None:
       self._manager.wait_until_finished()
       self._manager.close()
+
+
+def of_run(path: str, what: str) -> Checkpointer:
+  """A read-only Checkpointer of another run, given its MODEL_DIR or that folder's checkpoints/ (local, gs:// or
+  s3://); `what` names the setting in errors about the URL."""
+  path = paths.check_url(path, what).rstrip("/")
+  return Checkpointer(path[:-len("/checkpoints")] if path.endswith("/checkpoints") else path, read_only=True)

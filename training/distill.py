@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from shardline.core import paths
 from shardline.core.errors import UserError
 from shardline.models.base import Batch, BaseModel, Metrics
 from shardline.partitioning.context import use_partitioner
@@ -104,9 +103,7 @@ def layout(spec: Distill, run: setup_lib.RunSetup) -> Tuple[Any, Any]:
 def prepare(spec: Distill, run: setup_lib.RunSetup) -> Teacher:
   """Finds and checks the teacher's checkpoint; a UserError says what is wrong before anything is read or written."""
   abstract_params, params_sharding = layout(spec, run)
-  path = paths.check_url(spec.path, "distill.path")
-  model_dir = path[:-len("/checkpoints")] if path.rstrip("/").endswith("/checkpoints") else path
-  checkpointer = checkpoints_lib.Checkpointer(model_dir, read_only=True)
+  checkpointer = checkpoints_lib.of_run(spec.path, "distill.path")
   steps = checkpointer.all_steps()
   if not steps:
     raise UserError(f"distill.path: there is no committed checkpoint in {checkpointer.directory}. Give the "

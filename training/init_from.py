@@ -13,7 +13,6 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from shardline.core import paths
 from shardline.core.errors import UserError
 from shardline.partitioning.shardings import path_str
 from shardline.training import checkpoints as checkpoints_lib
@@ -125,12 +124,6 @@ class Source:
     return fresh.replace(params=params, opt_state=opt_state)
 
 
-def _checkpointer(path: str) -> checkpoints_lib.Checkpointer:
-  path = paths.check_url(path, "train.init_from path")
-  model_dir = path[:-len("/checkpoints")] if path.rstrip("/").endswith("/checkpoints") else path
-  return checkpoints_lib.Checkpointer(model_dir, read_only=True)
-
-
 def _check_optimizer_state(mapping: param_mapping.Mapping, source_meta: Any, run: setup_lib.RunSetup) -> None:
   renamed = [n for n, a in mapping.actions.items() if a.kind != param_mapping.LOAD or a.source != n]
   saved = [tuple(m.shape) for m in _names_and_leaves(source_meta.get("opt_state", {})).values()]
@@ -146,7 +139,7 @@ def _check_optimizer_state(mapping: param_mapping.Mapping, source_meta: Any, run
 def prepare(spec: InitFrom, run: setup_lib.RunSetup) -> Source:
   """Finds the checkpoint and maps its parameters onto the model; a UserError says what is wrong, before any
   array is read or anything is written."""
-  checkpointer = _checkpointer(spec.path)
+  checkpointer = checkpoints_lib.of_run(spec.path, "train.init_from path")
   steps = checkpointer.all_steps()
   if not steps:
     raise UserError(f"train.init_from: there is no committed checkpoint in {checkpointer.directory}. Give the "

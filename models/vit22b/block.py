@@ -11,7 +11,6 @@ from typing import Tuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from shardline.kernels.attention import api as attention_api
 from shardline.models.common import params as params_lib

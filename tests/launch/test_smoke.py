@@ -39,7 +39,7 @@ def test_train_resume_and_eval(tmp_path):
   evaluated = helpers.run_shardline("eval", EXPERIMENT, f"--gin.MODEL_DIR='{model_dir}'")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   train_acc = re.search(r"step 6 \| eval_accuracy ([\d.]+)%", second.stdout).group(1)
-  assert f"Evaluated checkpoint step 6" in evaluated.stdout and f"accuracy {train_acc}%" in evaluated.stdout
+  assert "Evaluated checkpoint step 6" in evaluated.stdout and f"accuracy {train_acc}%" in evaluated.stdout
 
 
 def test_bad_input_exits_nonzero_with_one_paragraph(tmp_path):

@@ -53,6 +53,12 @@ def test_mapping_names_every_missing_and_mismatched_parameter():
   assert "dont_load" in message and "assignment_map" in message
 
 
+def test_a_run_is_named_by_its_model_dir_or_its_checkpoints_folder(tmp_path):
+  for given in ("run", "run/", "run/checkpoints", "run/checkpoints/"):
+    assert checkpoints.of_run(f"{tmp_path}/{given}", "p").directory == f"{tmp_path}/run/checkpoints", given
+  assert not (tmp_path / "run").exists()  # read-only: nothing is created
+
+
 def test_frozen_patterns_must_match_and_leave_something_to_train():
   params = {"encoder": {"w": jnp.zeros(3)}, "head_kernel": jnp.zeros(2)}
   with pytest.raises(UserError, match="'decoder/.*' match no parameter"):
