@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from shardline.core.errors import UserError
-from shardline.tasks.atari import environment, episodes, generate, play, policies, task
+from shardline.tasks.atari import environment, episodes, generate, policies, task
+from shardline.training import atari_play as play
 
 
 def test_environment_is_deterministic_and_preprocessed():

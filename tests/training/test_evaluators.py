@@ -35,9 +35,6 @@ def test_evaluators_run_on_their_cadence_and_from_shardline_eval(tmp_path):
   logged = fewshot_rows[-1]["fewshot_5shot_accuracy"]
   assert f"fewshot_5shot_accuracy {100 * logged:.2f}%" in line  # the same checkpoint, the same draws
   assert "eval_accuracy" not in evaluated.stdout
-  unknown = helpers.run_shardline("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
-                                  f"--gin.MODEL_DIR='{model_dir}'", *EVALUATORS, "--evaluator=linear")
-  assert unknown.returncode == 2 and "no such evaluator; this configuration has eval, fewshot" in unknown.stderr
 
 
 def test_bad_evaluators_stop_before_anything_is_written(tmp_path):
@@ -52,3 +49,5 @@ def test_bad_evaluators_stop_before_anything_is_written(tmp_path):
     evaluators.check({"eval": evaluators.SplitEval(every=0)}, "train.evaluators")
   with pytest.raises(UserError, match="not an evaluator"):
     evaluators.check({"eval": "test"}, "train.evaluators")
+  with pytest.raises(UserError, match="linear: no such evaluator; this configuration has eval, fewshot"):
+    evaluators.select({"eval": evaluators.SplitEval(), "fewshot": fewshot.FewShot()}, ["linear"])
