@@ -96,3 +96,19 @@ def train_losses(model_dir) -> dict:
       row = json.loads(line)
       losses[row["step"]] = row["loss"]
   return losses
+
+
+def save_initial_checkpoint(experiment: str, model_dir, step: int, global_batch: int, seed: int = 1):
+  """Saves the freshly initialised state of `experiment`'s model as checkpoint `step` in `model_dir` (with its
+  fingerprint, as a training run would) and returns the model; a stand-in for a trained run where the values
+  do not matter."""
+  from shardline.launch import gin_config, plan_inputs  # pylint: disable=g-import-not-at-top
+  from shardline.training import checkpoints, setup, train_state  # pylint: disable=g-import-not-at-top
+  gin_config.parse([experiment], ["MODEL_DIR='unused'"])
+  model = plan_inputs.plan_run().model
+  run = setup.build(model, total_steps=10, global_batch=global_batch)
+  state = train_state.init_state(model, run.tx, model.batch_spec(1), run.partitioner, run.state_sharding, seed=seed)
+  saver = checkpoints.Checkpointer(str(model_dir), async_save=False)
+  saver.save(step, state, {"fingerprint": model.fingerprint()})
+  saver.close()
+  return model

@@ -11,7 +11,7 @@ from shardline.core.errors import UserError
 from shardline.launch import gin_config, plan_inputs
 from shardline.models import base
 from shardline.models.vit22b.classifier import ImageClassifier
-from shardline.training import checkpoints, distill, setup, train_state
+from shardline.training import checkpoints, distill, setup
 from tests import helpers
 
 TEACHER_STEPS = 4
@@ -56,13 +56,7 @@ def test_loss_is_the_weighted_sum_of_label_loss_and_temperature_scaled_kl():
 def teacher(tmp_path_factory):
   """A checkpoint of the demo's model (ViT-22B tiny for digits), as initialised, at step TEACHER_STEPS."""
   model_dir = tmp_path_factory.mktemp("teacher") / "run"
-  gin_config.parse(["experiments/vit22b_tiny_digits_cpu8.gin"], ["MODEL_DIR='unused'"])
-  model = plan_inputs.plan_run().model
-  run = setup.build(model, total_steps=10, global_batch=128)
-  state = train_state.init_state(model, run.tx, model.batch_spec(1), run.partitioner, run.state_sharding, seed=1)
-  saver = checkpoints.Checkpointer(str(model_dir), async_save=False)
-  saver.save(TEACHER_STEPS, state, {"fingerprint": model.fingerprint()})
-  saver.close()
+  helpers.save_initial_checkpoint("experiments/vit22b_tiny_digits_cpu8.gin", model_dir, TEACHER_STEPS, 128)
   return model_dir
 
 

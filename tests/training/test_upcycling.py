@@ -8,6 +8,7 @@ from shardline.core.errors import UserError
 from shardline.launch import gin_config, plan as plan_cli
 from shardline.models.base import TransferRules
 from shardline.training import checkpoints, init_from, param_mapping, setup, train_state
+from tests import helpers
 
 DENSE_STEPS = 2
 LIMOE_RULES = TransferRules(expert_stacks=((r"(block_\d+)/moe/(wi|bi|wo|bo)", r"\1/mlp/\2"),),
@@ -27,20 +28,9 @@ def test_mapping_tiles_dense_mlps_into_experts_and_refuses_a_wrong_shape():
     param_mapping.plan({**source, "block_1/mlp/wi": (8, 32)}, target, LIMOE_RULES)  # another MLP width
 
 
-def _save_dense_checkpoint(model_dir) -> None:
-  """A dense one-tower LIMoE state (as initialised, seed 1) saved at step DENSE_STEPS, as its training run would."""
-  gin_config.parse(["experiments/limoe_dense_tiny_digits_cpu8.gin"], ["MODEL_DIR='x'"])
-  dense = plan_cli.plan_run().model
-  run = setup.build(dense, total_steps=10, global_batch=16)
-  state = train_state.init_state(dense, run.tx, dense.batch_spec(1), run.partitioner, run.state_sharding, seed=1)
-  saver = checkpoints.Checkpointer(str(model_dir), async_save=False)
-  saver.save(DENSE_STEPS, state, {"fingerprint": dense.fingerprint()})
-  saver.close()
-
-
 def test_upcycled_limoe_starts_from_the_dense_checkpoint(tmp_path):
   dense_dir = tmp_path / "dense"
-  _save_dense_checkpoint(dense_dir)
+  helpers.save_initial_checkpoint("experiments/limoe_dense_tiny_digits_cpu8.gin", dense_dir, DENSE_STEPS, 16)
 
   gin_config.parse(["experiments/limoe_tiny_digits_upcycled_cpu8.gin"], [f"DENSE='{dense_dir}'", "MODEL_DIR='x'"])
   model = plan_cli.plan_run().model
