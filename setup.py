@@ -7,7 +7,7 @@ import os
 
 import setuptools
 
-TOP_LEVEL = ("core", "partitioning", "models", "kernels", "tasks", "training", "launch", "gin", "benchmarks")
+TOP_LEVEL = ("core", "partitioning", "models", "kernels", "data", "tasks", "training", "launch", "gin", "benchmarks")
 
 
 def _packages():

@@ -2,6 +2,7 @@
 import sys
 from typing import Callable, Dict, Sequence
 
+from shardline.launch import data as data_main
 from shardline.launch import eval as eval_main
 from shardline.launch import infer as infer_main
 from shardline.launch import local as local_main
@@ -14,6 +15,7 @@ COMMANDS: Dict[str, Callable[[Sequence[str]], int]] = {
     "train": train_main.main,
     "eval": eval_main.main,
     "infer": infer_main.main,
+    "data": data_main.main,
     "plan": plan_main.main,
     "launch-local": local_main.main,
     "slurm": slurm_script.main,
@@ -27,6 +29,7 @@ commands:
                                        --gin.MODEL_DIR="'/tmp/run'"
   eval    evaluate a checkpoint:   shardline eval --gin_file=<same files> --gin.MODEL_DIR="'/tmp/run'"
   plan    will it fit a pod?       shardline plan --gin_file=experiments/vit22b_pod_v4.gin --topology=v4-1024
+  data    prepare a task's splits: shardline data prepare --gin_file=experiments/vit22b_pod_v4.gin
   infer   a checkpoint's analysis: shardline infer --gin_file=<same files> --gin.MODEL_DIR="'/tmp/run'"
   launch-local  N processes on this machine (a multi-host rehearsal over gloo):
                                    shardline launch-local --processes 2 --devices-per-process 4 -- train ...

@@ -22,6 +22,8 @@ CONFIGURABLE_MODULES = (
     "shardline.models.metnet2.forecaster",
     "shardline.models.mgdt.config",
     "shardline.models.mgdt.agent",
+    "shardline.data.sources",
+    "shardline.data.augment",
     "shardline.tasks.registry",
     "shardline.tasks.digits",
     "shardline.tasks.tfds_image",
@@ -39,11 +41,12 @@ CONFIGURABLE_MODULES = (
     "shardline.launch.runtime",
     "shardline.launch.plan_inputs",
     "shardline.launch.plan",
+    "shardline.launch.data",
 )
 
 
 # Libraries that only feed data; everything else is required.
-DATA_LIBRARIES = ("tensorflow", "seqio", "tensorflow_datasets", "ale_py", "array_record")
+DATA_LIBRARIES = ("tensorflow", "seqio", "tensorflow_datasets", "ale_py", "array_record", "grain", "PIL")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _skipped: List[str] = []
 

@@ -1,0 +1,106 @@
+"""Image transforms for ViT-style training (big_vision's decode + Inception crop, flip, value range) and
+evaluation (resize + central crop), run per example in the loader's workers.
+
+A transform is called as transform(example, rng) with rng seeded from (seed, epoch, example index), so the same
+example in the same epoch is augmented the same way after a resume or on another number of processes. The
+'image' feature may be encoded bytes (decoded here) or a decoded uint8/float array.
+"""
+import dataclasses
+from typing import Dict, Sequence
+
+import gin
+import numpy as np
+from PIL import Image
+
+from shardline.data import records
+
+
+def _as_pil(image, channels: int) -> Image.Image:
+  if isinstance(image, (bytes, np.bytes_)) or (isinstance(image, np.ndarray) and image.dtype.kind == "S") or (
+      isinstance(image, np.ndarray) and image.ndim == 1):
+    image = records.decode_image(image, channels)
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+  if image.shape[-1] != channels:
+    image = np.repeat(image, 3, axis=-1) if channels == 3 else image.mean(-1, keepdims=True).astype(np.uint8)
+  return Image.fromarray(image[..., 0] if channels == 1 else image)
+
+
+def inception_crop_box(height: int, width: int, rng: np.random.Generator, area_range: Sequence[float],
+                       aspect_range: Sequence[float] = (3 / 4, 4 / 3), attempts: int = 10):
+  """(top, left, h, w) of a random crop covering a fraction of the area in area_range with an aspect ratio
+  (log-uniform) in aspect_range; the whole image after `attempts` misses (as the Inception paper's crop)."""
+  area = height * width
+  for _ in range(attempts):
+    target = area * rng.uniform(*area_range)
+    aspect = np.exp(rng.uniform(np.log(aspect_range[0]), np.log(aspect_range[1])))
+    w = int(round(np.sqrt(target * aspect)))
+    h = int(round(np.sqrt(target / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  return 0, 0, height, width
+
+
+def _finish(image: Image.Image, channels: int, value_range: Sequence[float]) -> np.ndarray:
+  array = np.asarray(image, np.float32) / 255.0
+  if channels == 1:
+    array = array[..., None]
+  low, high = value_range
+  return (array * (high - low) + low).astype(np.float32)
+
+
+@gin.configurable("train_images", module="data")
+@dataclasses.dataclass(frozen=True)
+class TrainImages:
+  """Decode, Inception crop (random resized crop) to size x size, random left-right flip, value range.
+
+  Attributes:
+    size: output height and width.
+    channels: 1 or 3.
+    area_range: the crop's fraction of the image area.
+    flip: flip left-right with probability 1/2.
+    value_range: pixel values are mapped from [0, 1] to this range.
+  """
+  size: int = 224
+  channels: int = 3
+  area_range: Sequence[float] = (0.05, 1.0)
+  flip: bool = True
+  value_range: Sequence[float] = (0.0, 1.0)
+
+  def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    image = _as_pil(example["image"], self.channels)
+    top, left, h, w = inception_crop_box(image.height, image.width, rng, self.area_range)
+    image = image.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + w, top + h))
+    if self.flip and rng.random() < 0.5:
+      image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    return {**example, "image": _finish(image, self.channels, self.value_range)}
+
+
+@gin.configurable("eval_images", module="data")
+@dataclasses.dataclass(frozen=True)
+class EvalImages:
+  """Decode, resize the shorter side to size / crop_fraction, central crop size x size, value range.
+
+  Attributes:
+    size: output height and width.
+    channels: 1 or 3.
+    crop_fraction: the central crop's share of the resized shorter side (0.875 as in big_vision's ImageNet
+      evaluation; 1.0 resizes the whole image).
+    value_range: pixel values are mapped from [0, 1] to this range.
+  """
+  size: int = 224
+  channels: int = 3
+  crop_fraction: float = 0.875
+  value_range: Sequence[float] = (0.0, 1.0)
+
+  def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    del rng  # deterministic
+    image = _as_pil(example["image"], self.channels)
+    short = self.size / self.crop_fraction
+    scale = short / min(image.width, image.height)
+    width, height = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
+    image = image.resize((width, height), Image.BILINEAR)
+    left, top = (width - self.size) // 2, (height - self.size) // 2
+    image = image.crop((left, top, left + self.size, top + self.size))
+    return {**example, "image": _finish(image, self.channels, self.value_range)}
