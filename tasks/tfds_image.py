@@ -1,4 +1,4 @@
-"""Image classification from a TFDS dataset on disk, as a seqio task named in gin.
+"""Image classification from a TFDS dataset on disk, as a seqio task named in gin (images kept encoded).
 
 Nothing is downloaded: the dataset must already be prepared under `data_dir` (`tfds build` or
 `tfds.builder(...).download_and_prepare()` on a machine with access). A missing dataset stops with a message
@@ -11,6 +11,8 @@ import tensorflow_datasets as tfds
 
 from shardline.core import paths
 from shardline.core.errors import UserError
+from shardline.data import sources
+from shardline.data import tfds_source
 
 
 def check_prepared(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:
@@ -30,33 +32,25 @@ def check_prepared(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def to_image(image: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
-  """A decoded TFDS image -> float32 in [0, 1], `channels` channels, image_size x image_size."""
-  image = tf.image.convert_image_dtype(image, tf.float32)
-  if image.shape[-1] != channels:
-    image = tf.image.rgb_to_grayscale(image) if channels == 1 else tf.image.grayscale_to_rgb(image)
-  return tf.image.resize(image, (image_size, image_size), antialias=True)
-
-
-def _preprocess(image_key: str, label_key: str, image_size: int, channels: int):
+def _preprocess(image_key: str, label_key: str):
   def fn(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    def one(ex):
-      return {"image": to_image(ex[image_key], image_size, channels), "label": tf.cast(ex[label_key], tf.int32)}
-    return dataset.map(one, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int32)})
   return fn
 
 
 @gin.configurable(module="tasks")
 def tfds_image_classification(tfds_name: str = gin.REQUIRED, data_dir: str = gin.REQUIRED,
-                              image_size: int = 224, channels: int = 3, image_key: str = "image",
-                              label_key: str = "label", task_name: str = "") -> str:
+                              image_key: str = "image", label_key: str = "label", task_name: str = "") -> str:
   """Registers (once) and returns the name of a seqio task over a prepared TFDS image dataset.
+
+  Examples are {'image': the encoded image bytes, 'label': int32}: decoding, cropping and resizing happen in the
+  loader's workers (stream.train_transform / eval_transform; gin/tasks/tfds_image.gin sets them). A dataset built
+  in ArrayRecord format (`tfds build --file_format=array_record`) is read directly; any other is prepared once
+  into stream.cache_dir (`shardline data prepare`).
 
   Args:
     tfds_name: e.g. 'cifar10:3.0.2', or 'cifar10' for the version prepared under data_dir.
     data_dir: the TFDS data directory holding the prepared dataset.
-    image_size: images are resized to image_size x image_size.
-    channels: 1 (grayscale) or 3 (RGB); images are converted as needed.
     image_key, label_key: feature names in the TFDS dataset.
     task_name: the seqio task name; 'tfds_<name>' by default.
   """
@@ -68,11 +62,15 @@ def tfds_image_classification(tfds_name: str = gin.REQUIRED, data_dir: str = gin
     seqio.TaskRegistry.add(
         name,
         source=seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=data_dir,
-                                    splits=list(builder.info.splits.keys())),
-        preprocessors=[_preprocess(image_key, label_key, image_size, channels)],
+                                    splits=list(builder.info.splits.keys()),
+                                    decoders={image_key: tfds.decode.SkipDecoding()}),
+        preprocessors=[_preprocess(image_key, label_key)],
         output_features={
-            "image": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.float32, rank=3),
+            "image": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.string, rank=0),
             "label": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.int32, rank=0),
         },
     )
+  if str(builder.info.file_format).lower().endswith("array_record"):
+    sources.register_direct(name, lambda split: tfds_source.TfdsSource(
+        tfds_name, data_dir, split, {image_key: "image", label_key: "label"}, encoded=(image_key,)))
   return name

@@ -10,8 +10,16 @@ import seqio
 import tensorflow as tf
 
 from shardline.tasks import captions
-from shardline.tasks.tfds_image import check_prepared, to_image
+from shardline.tasks.tfds_image import check_prepared
 
+
+
+def to_image(image: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
+  """A decoded TFDS image -> float32 in [0, 1], `channels` channels, image_size x image_size."""
+  image = tf.image.convert_image_dtype(image, tf.float32)
+  if image.shape[-1] != channels:
+    image = tf.image.rgb_to_grayscale(image) if channels == 1 else tf.image.grayscale_to_rgb(image)
+  return tf.image.resize(image, (image_size, image_size), antialias=True)
 
 def _feature(example, path: str):
   for key in path.split("/"):

@@ -86,16 +86,21 @@ def tiny_train_args(model_dir, steps: int, *extra: str):
           "--gin.train.checkpoint_every=3", *extra)
 
 
-def train_losses(model_dir) -> dict:
-  """step -> loss from MODEL_DIR/metrics/train.jsonl; a step logged twice (before and after a resume) keeps
+def train_metric(model_dir, name: str) -> dict:
+  """step -> a metric from MODEL_DIR/metrics/train.jsonl; a step logged twice (before and after a resume) keeps
   its last value."""
   import json  # pylint: disable=g-import-not-at-top
-  losses = {}
+  values = {}
   with open(os.path.join(model_dir, "metrics", "train.jsonl")) as f:
     for line in f:
       row = json.loads(line)
-      losses[row["step"]] = row["loss"]
-  return losses
+      values[row["step"]] = row[name]
+  return values
+
+
+def train_losses(model_dir) -> dict:
+  """step -> loss from MODEL_DIR/metrics/train.jsonl (see train_metric)."""
+  return train_metric(model_dir, "loss")
 
 
 def save_initial_checkpoint(experiment: str, model_dir, step: int, global_batch: int, seed: int = 1):
@@ -112,3 +117,15 @@ def save_initial_checkpoint(experiment: str, model_dir, step: int, global_batch:
   saver.save(step, state, {"fingerprint": model.fingerprint()})
   saver.close()
   return model
+
+
+def read_split(task: str, split: str, cache_dir, transform=None) -> dict:
+  """Every example of a task's split through the input layer (prepared under cache_dir on first use, or read
+  directly), transformed as the loader would with seed 0 and epoch 0, stacked into arrays."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from shardline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  source = sources.open_source(task, split, sources.StreamSettings(cache_dir=str(cache_dir)))
+  first = source[0] if transform is None else transform(source[0], np.random.default_rng(0))
+  loader = pipeline.RowLoader(source, first.keys(), transform, seed=0)
+  indices = np.arange(len(source))
+  return loader.stack(indices, np.zeros_like(indices))

@@ -1,4 +1,4 @@
-"""Global batches from host arrays: each process contributes only the rows its devices hold."""
+"""Batch-size checks, and feeding a split to the devices: each process loads only the rows its devices hold."""
 from typing import Dict, Iterator
 
 import jax
@@ -8,7 +8,9 @@ from jax.sharding import NamedSharding
 from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning.context import Partitioner
 from shardline.core.errors import UserError
-from shardline.tasks import loader
+from shardline.data import order
+from shardline.data import pipeline
+from shardline.data import sources
 
 
 def check_batch_divisible(global_batch: int, partitioner: Partitioner, what: str = "train.batch_size") -> None:
@@ -35,47 +37,59 @@ def check_microbatches(global_batch: int, microbatches: int, partitioner: Partit
         f"holds {per_device} examples. Choose microbatches from {divisors}, or change train.batch_size.")
 
 
-def _local_rows(sharding: NamedSharding, global_shape) -> np.ndarray:
-  """The (sorted) global row indices that this process's devices hold."""
-  rows = set()
-  for index in sharding.addressable_devices_indices_map(tuple(global_shape)).values():
-    rows.update(range(*index[0].indices(global_shape[0])))
-  return np.array(sorted(rows), np.int64)
-
-
-class BatchFeeder:
-  """Builds global, sharded batches from a materialised split.
+class SplitFeeder:
+  """A split's random-access source, fed to the devices as global batches (data/pipeline.py).
 
   Attributes:
-    examples: the split, as host arrays.
-    shardings: feature name -> NamedSharding of the global batch.
+    source: the split (`len(source)` examples, `source[i]` a dict of numpy arrays).
+    settings: workers, prefetch and transforms (stream.* in gin).
+    num_examples: the split's size.
   """
 
-  def __init__(self, examples: loader.Examples, shardings: Dict[str, NamedSharding]):
-    self.examples = examples
-    self.shardings = shardings
-    self.num_examples = len(next(iter(examples.values())))
+  def __init__(self, source, settings: sources.StreamSettings):
+    self.source, self.settings = source, settings
+    self.num_examples = len(source)
 
-  def _globalize(self, indices: np.ndarray, extra: Dict[str, np.ndarray]) -> Dict[str, jax.Array]:
-    """Reads only this process's rows of the examples at `indices` and assembles the global arrays."""
-    out = {}
-    for name, sharding in self.shardings.items():
-      source = extra.get(name, self.examples.get(name))
-      if source is None:
-        continue
-      shape = (len(indices),) + source.shape[1:]
-      rows = _local_rows(sharding, shape)
-      local = source[rows] if name in extra else source[indices[rows]]
-      out[name] = jax.make_array_from_process_local_data(sharding, local, shape)
-    return out
+  def train_stream(self, sampler: order.StepSampler, start_step: int, steps: int,
+                   shardings: Dict[str, NamedSharding]) -> pipeline.DevicePrefetcher:
+    """Global batches of training steps start_step..steps-1, prefetched (close it when done)."""
+    shape = (sampler.global_batch,)
+    rows = _rows(shardings, shape)
+    loader = pipeline.RowLoader(self.source, shardings, self.settings.train_transform, sampler.seed)
+    return pipeline.DevicePrefetcher(pipeline.TrainBatches(loader, sampler, rows), start_step, steps, shardings,
+                                     sampler.global_batch, self.settings.workers, self.settings.prefetch)
 
-  def train_batch(self, sampler: loader.StepSampler, step: int) -> Dict[str, jax.Array]:
-    """The global batch of training step `step` (a pure function of the step)."""
-    return self._globalize(sampler.indices(step), {})
+  def eval_batches(self, batch_size: int, shardings: Dict[str, NamedSharding]) -> Iterator[Dict[str, jax.Array]]:
+    """Every example once, in padded global batches with a 'weight' feature (0 for padding)."""
+    rows = _rows(shardings, (batch_size,))
+    features = [name for name in shardings if name != "weight"]
+    loader = pipeline.RowLoader(self.source, features, self.settings.eval_transform, seed=0, strict=False)
+    batches = -(-self.num_examples // batch_size)
+    with pipeline.DevicePrefetcher(pipeline.EvalBatches(loader, self.num_examples, batch_size, rows), 0, batches,
+                                   shardings, batch_size, self.settings.workers, self.settings.prefetch) as stream:
+      yield from stream
 
-  def eval_batches(self, batch_size: int) -> Iterator[Dict[str, jax.Array]]:
-    """Every example once, in padded batches with a 'weight' feature (0 for padding)."""
-    for start in range(0, self.num_examples, batch_size):
-      positions = np.arange(start, start + batch_size)
-      weight = (positions < self.num_examples).astype(np.float32)
-      yield self._globalize(np.minimum(positions, self.num_examples - 1), {"weight": weight})
+  def feature_names(self):
+    """The names of the features each example has."""
+    features = getattr(self.source, "features", None)
+    return tuple(features) if features is not None else tuple(self.source[0])
+
+  def labels(self, name: str = "label") -> np.ndarray:
+    """One feature of every example, in order, without decoding the rest where the source allows."""
+    if hasattr(self.source, "column"):
+      return self.source.column(name, range(self.num_examples))
+    return np.stack([self.source[i][name] for i in range(self.num_examples)])
+
+
+def _rows(shardings: Dict[str, NamedSharding], shape) -> np.ndarray:
+  """This process's rows of a batch; every feature's batch dimension must be split the same way."""
+  rows = {name: tuple(pipeline.local_rows(sharding, shape)) for name, sharding in shardings.items()}
+  if len(set(rows.values())) != 1:
+    raise ValueError(f"The batch features are split over processes differently: {rows}")
+  return np.array(next(iter(rows.values())), np.int64)
+
+
+def open_split(task: str, split: str, settings: sources.StreamSettings) -> SplitFeeder:
+  """The feeder of a task's split (prepared on first use where allowed)."""
+  settings.check()
+  return SplitFeeder(sources.open_source(task, split, settings), settings)

@@ -18,7 +18,9 @@ from shardline.training import summaries as summaries_lib
 def _report(model: BaseModel, params: Any, data: evaluators_lib.EvalData, evaluator: evaluators_lib.SplitEval,
             metrics: Dict[str, float], output_dir: str) -> Dict[str, Any]:
   """The model's tables and figures of one evaluation batch (single process: it gathers the batch to the host)."""
-  first_batch = next(iter(data.feeder(evaluator.split).eval_batches(data.batch_size)))
+  batches = data.batches(evaluator.split)
+  first_batch = next(batches)
+  batches.close()
   with paths.staged_dir(output_dir) as staged:
     return model.eval_report(params, first_batch, metrics, staged)
 

@@ -12,46 +12,56 @@ MODEL_DIR/metrics/<name>.jsonl. Without `train.evaluators` a run has one evaluat
 """
 import dataclasses
 import re
-from typing import Any, Callable, Dict, Mapping, Optional, Protocol
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Protocol
 
 import gin
+import numpy as np
 
 from shardline.core.errors import UserError
-from shardline.tasks import loader
+from shardline.data import sources
 from shardline.training import data as data_lib
 from shardline.training import setup as setup_lib
 from shardline.training import step as step_lib
 from shardline.training import summaries as summaries_lib
 
 OnBatch = Optional[Callable[[], None]]
+LABEL_SAMPLE = 256  # labels read, evenly spaced, to tell a labelled split from an unlabelled one
 
 
 class EvalData:
-  """A task's splits for evaluation, each read once and fed in padded batches with evaluation shardings.
+  """A task's splits for evaluation, each streamed once per evaluation in padded batches with evaluation
+  shardings (data/pipeline.py).
 
   Attributes:
     task: the seqio task's name.
     run: the run's model, mesh and shardings.
     batch_size: the global evaluation batch size.
+    settings: the stream settings (stream.* in gin).
   """
 
-  def __init__(self, task: str, run: setup_lib.RunSetup, batch_size: int):
+  def __init__(self, task: str, run: setup_lib.RunSetup, batch_size: int,
+               settings: Optional[sources.StreamSettings] = None):
     self.task, self.run, self.batch_size = task, run, batch_size
-    self._examples: Dict[str, loader.Examples] = {}
-    self._feeders: Dict[str, data_lib.BatchFeeder] = {}
+    self.settings = settings or sources.StreamSettings()
+    self._feeders: Dict[str, data_lib.SplitFeeder] = {}
+    self._labels: Dict[str, np.ndarray] = {}
     self._eval_step = None
 
-  def examples(self, split: str) -> loader.Examples:
-    """The split's examples (read on first use)."""
-    if split not in self._examples:
-      self._examples[split] = loader.materialize(self.task, split)
-    return self._examples[split]
-
-  def feeder(self, split: str) -> data_lib.BatchFeeder:
-    """The split's feeder of padded evaluation batches."""
+  def feeder(self, split: str) -> data_lib.SplitFeeder:
+    """The split's feeder (its source opened, and prepared if needed, on first use)."""
     if split not in self._feeders:
-      self._feeders[split] = data_lib.BatchFeeder(self.examples(split), self.run.eval_batch_sharding)
+      self._feeders[split] = data_lib.open_split(self.task, split, self.settings)
     return self._feeders[split]
+
+  def batches(self, split: str) -> Iterator[Dict[str, Any]]:
+    """Every example of the split once, in padded global batches with a 'weight' feature."""
+    return self.feeder(split).eval_batches(self.batch_size, self.run.eval_batch_sharding)
+
+  def labels(self, split: str) -> np.ndarray:
+    """Every label of the split, in order (read once)."""
+    if split not in self._labels:
+      self._labels[split] = self.feeder(split).labels()
+    return self._labels[split]
 
   def eval_step(self) -> step_lib.PartitionedFunction:
     """The model's jitted evaluation metrics of one batch."""
@@ -75,11 +85,11 @@ class Evaluator(Protocol):
     """The metrics worth a place in the one-line log."""
 
 
-def run_eval(eval_step: step_lib.PartitionedFunction, params: Any, feeder: data_lib.BatchFeeder,
-             batch_size: int, on_batch: OnBatch = None) -> Dict[str, float]:
-  """Exact metrics over every example of the feeder's split (padding carries weight 0)."""
+def run_eval(eval_step: step_lib.PartitionedFunction, params: Any, batches: Iterable[Dict[str, Any]],
+             on_batch: OnBatch = None) -> Dict[str, float]:
+  """Exact metrics over evaluation batches (padding carries weight 0)."""
   totals = None
-  for batch in feeder.eval_batches(batch_size):
+  for batch in batches:
     totals = summaries_lib.accumulate(totals, eval_step(params, batch))
     if on_batch is not None:
       on_batch()
@@ -99,16 +109,21 @@ class SplitEval:
   every: Optional[int] = None
 
   def check(self, data: EvalData) -> None:
-    labels = data.examples(self.split).get("label")
-    if labels is not None and (labels < 0).any():
+    feeder = data.feeder(self.split)
+    if "label" not in feeder.feature_names():
+      return
+    sample = np.unique(np.linspace(0, feeder.num_examples - 1, min(feeder.num_examples, LABEL_SAMPLE)).astype(int))
+    labels = feeder.source.column("label", sample) if hasattr(feeder.source, "column") else np.stack(
+        [feeder.source[int(i)]["label"] for i in sample])
+    if (labels < 0).any():
       raise UserError(
-          f"The split {self.split!r} of task {data.task!r} is unlabelled: {int((labels < 0).sum()):,} of its "
-          f"{len(labels):,} examples have label {int(labels.min())} (TFDS imagenet2012's 'test' split has no "
+          f"The split {self.split!r} of task {data.task!r} is unlabelled: {int((labels < 0).sum()):,} of "
+          f"{len(labels):,} examples read have label {int(labels.min())} (TFDS imagenet2012's 'test' split has no "
           "labels), so its accuracy would mean nothing. Evaluate a labelled split: set EVAL_SPLIT (e.g. "
           "--gin.EVAL_SPLIT=\"'validation'\") or split_eval.split.")
 
   def run(self, params: Any, data: EvalData, on_batch: OnBatch = None) -> Dict[str, float]:
-    return run_eval(data.eval_step(), params, data.feeder(self.split), data.batch_size, on_batch)
+    return run_eval(data.eval_step(), params, data.batches(self.split), on_batch)
 
   def headline(self, data: EvalData, metrics: Dict[str, float]) -> Dict[str, float]:
     return data.run.model.headline(metrics)

@@ -14,7 +14,6 @@ import numpy as np
 
 from shardline.core.errors import UserError
 from shardline.models.base import BaseModel
-from shardline.training import data as data_lib
 from shardline.training import evaluators as evaluators_lib
 from shardline.training import setup as setup_lib
 from shardline.training import step as step_lib
@@ -41,14 +40,14 @@ class FewShot:
   every: Optional[int] = None
 
   def check(self, data: evaluators_lib.EvalData) -> None:
-    check_shots(data.examples(self.train_split)["label"], self.shots, self.train_split)
-    data.examples(self.test_split)
+    check_shots(data.labels(self.train_split), self.shots, self.train_split)
+    data.feeder(self.test_split)
 
   def run(self, params: Any, data: evaluators_lib.EvalData,
           on_batch: evaluators_lib.OnBatch = None) -> Dict[str, float]:
     model, run = data.run.model, data.run
-    train = features(model, run, params, data.feeder(self.train_split), data.batch_size, on_batch)
-    test = features(model, run, params, data.feeder(self.test_split), data.batch_size, on_batch)
+    train = features(model, run, params, data, self.train_split, on_batch)
+    test = features(model, run, params, data, self.test_split, on_batch)
     return accuracies(train, test, self, self.train_split)
 
   def headline(self, data: evaluators_lib.EvalData, metrics: Dict[str, float]) -> Dict[str, float]:
@@ -104,17 +103,18 @@ def accuracies(train: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.
   return out
 
 
-def features(model: BaseModel, run: setup_lib.RunSetup, params: Any, feeder: data_lib.BatchFeeder,
-             batch_size: int, on_batch: evaluators_lib.OnBatch = None) -> Tuple[np.ndarray, np.ndarray]:
-  """Pre-logit features [n, f] and labels [n] of every example of the feeder's split, gathered to each host;
-  `on_batch` is called after each batch."""
+def features(model: BaseModel, run: setup_lib.RunSetup, params: Any, data: evaluators_lib.EvalData, split: str,
+             on_batch: evaluators_lib.OnBatch = None) -> Tuple[np.ndarray, np.ndarray]:
+  """Pre-logit features [n, f] and labels [n] of every example of a split, gathered to each host; `on_batch` is
+  called after each batch."""
   extract = step_lib.PartitionedFunction(model.features, run.partitioner,
                                          in_shardings=(run.state_sharding.params, run.eval_batch_sharding),
                                          out_shardings=run.partitioner.replicated())
   rows = []
-  for batch in feeder.eval_batches(batch_size):
+  for batch in data.batches(split):
     rows.append(np.asarray(extract(params, batch)))
     if on_batch is not None:
       on_batch()
   # The split in order, then the last batch's padding (repeats of the last example), which is cut off.
-  return np.concatenate(rows)[:feeder.num_examples], np.asarray(feeder.examples["label"])
+  labels = data.labels(split)
+  return np.concatenate(rows)[:len(labels)], labels

@@ -7,7 +7,7 @@ from shardline.models.base import BaseModel
 from shardline.partitioning.context import use_partitioner
 from shardline.core import paths
 from shardline.core.errors import UserError
-from shardline.tasks import loader
+from shardline.data import sources
 from shardline.training import checkpoints as checkpoints_lib
 from shardline.training import data as data_lib
 from shardline.training import setup as setup_lib
@@ -34,10 +34,10 @@ def infer(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
   finally:
     checkpointer.close()
   output_dir = paths.check_url(output_dir or paths.join(model_dir, "analysis"), "infer.output_dir")
-  feeder = data_lib.BatchFeeder(loader.materialize(task, split), run.eval_batch_sharding)
+  feeder = data_lib.open_split(task, split, sources.StreamSettings())
   with use_partitioner(run.partitioner), paths.staged_dir(output_dir) as local_dir:
     try:
-      result = model.analyze(state.params, feeder.eval_batches(batch_size), local_dir)
+      result = model.analyze(state.params, feeder.eval_batches(batch_size, run.eval_batch_sharding), local_dir)
     except NotImplementedError as e:
       raise UserError(str(e)) from e
   return {"step": steps[-1], "output_dir": paths.display(output_dir), **result}

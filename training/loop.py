@@ -8,8 +8,9 @@ import jax
 import tqdm
 
 from shardline.core.errors import UserError
+from shardline.data import order
+from shardline.data import pipeline
 from shardline.training import checkpoints as checkpoints_lib
-from shardline.training import data as data_lib
 from shardline.training import evaluators as evaluators_lib
 from shardline.training import flops as flops_lib
 from shardline.training import goodput as goodput_lib
@@ -56,12 +57,12 @@ class Outcome:
 class TrainingLoop:
   """Runs the compiled step from a start step to the end, or to an agreed preemption step."""
 
-  def __init__(self, run: setup_lib.RunSetup, train_feeder: data_lib.BatchFeeder, sampler,
+  def __init__(self, run: setup_lib.RunSetup, stream: pipeline.DevicePrefetcher, sampler: order.StepSampler,
                evaluators: Dict[str, evaluators_lib.Evaluator], eval_data: evaluators_lib.EvalData,
                checkpointer: checkpoints_lib.Checkpointer, meta: Dict[str, Any], schedule: Schedule,
                nonfinite_policy: str, summaries: summaries_lib.Summaries, services: Services, flops: Optional[float],
                inject_stall: Optional[tuple] = None, step_inputs: tuple = ()):
-    self.run, self.train_feeder, self.sampler = run, train_feeder, sampler
+    self.run, self.stream, self.sampler = run, stream, sampler
     self.evaluators, self.eval_data = evaluators, eval_data
     self.checkpointer, self.meta, self.schedule = checkpointer, meta, schedule
     self.nonfinite_policy, self.summaries, self.services, self.flops = nonfinite_policy, summaries, services, flops
@@ -91,7 +92,8 @@ class TrainingLoop:
                   data_wait_fraction=data_seconds / max(seconds, 1e-9),
                   examples_per_sec=self.global_batch / per_step,
                   tflops_per_device=(self.flops or 0) / per_step / 1e12,
-                  mfu=flops_lib.mfu(self.flops, per_step, self.device_kind), **self.trainable)
+                  mfu=flops_lib.mfu(self.flops, per_step, self.device_kind),
+                  batch_fingerprint=order.fingerprint(self.sampler.indices(done - 1)), **self.trainable)
     self.last_train = values
     self.summaries.write("train", done, values)
     log(summaries_lib.format_line(done, values))
@@ -163,7 +165,7 @@ class TrainingLoop:
           return self._preempt(state, step)
         with services.goodput.measure("data"):
           data_start = time.perf_counter()
-          batch = self.train_feeder.train_batch(self.sampler, step)
+          batch = self.stream.get(step)
           window_data += time.perf_counter() - data_start
         services.profiler.before_step(step)
         with services.profiler.annotate(step):

@@ -38,8 +38,8 @@ def format_line(step: int, values: Mapping[str, float]) -> str:
     elif key == "data_wait_ms":
       share = values.get("data_wait_fraction")
       parts.append(f"data wait {value:.1f} ms" + (f" ({100 * share:.1f}%)" if share is not None else ""))
-    elif key == "data_wait_fraction":
-      continue  # shown with data_wait_ms
+    elif key in ("data_wait_fraction", "batch_fingerprint"):
+      continue  # shown with data_wait_ms; in the JSON lines only
     elif key == "examples_per_sec":
       parts.append(f"{value:.1f} ex/s")
     elif key == "trainable_parameters":

@@ -1,4 +1,5 @@
 """`train`, bound by gin: checks everything, sets the run up, restores or initialises, and runs the step loop."""
+import contextlib
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -10,7 +11,8 @@ from shardline.core.errors import UserError
 from shardline.models.base import BaseModel
 from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning import rules as rules_lib
-from shardline.tasks import loader
+from shardline.data import order
+from shardline.data import sources
 from shardline.training import checkpoints as checkpoints_lib
 from shardline.training import data as data_lib
 from shardline.training import distill as distill_lib
@@ -71,6 +73,11 @@ def _restore_or_init(run: setup_lib.RunSetup, checkpointer: checkpoints_lib.Chec
   state = init_source.load(run, fresh)
   log(init_source.describe())
   return state, 0
+
+
+def _describe(source) -> str:
+  describe = getattr(source, "describe", None)
+  return describe() if describe is not None else f"{len(source):,} examples"
 
 
 def _compile(step_fn, state, batch, *step_inputs):
@@ -151,8 +158,12 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
   data_lib.check_batch_divisible(batch_size, run.partitioner, "train.batch_size")
   data_lib.check_batch_divisible(eval_batch_size, run.partitioner, "train.eval_batch_size")
   data_lib.check_microbatches(batch_size, microbatches, run.partitioner)
-  loader.materialize(task, train_split, max_examples=1)  # a missing task or split stops before anything is written
-  eval_data = evaluators_lib.EvalData(task, run, eval_batch_size)
+  settings = sources.StreamSettings()
+  # The training split is opened (and prepared on first use) before anything is written: a missing task, split
+  # or cache stops here.
+  train_feeder = data_lib.open_split(task, train_split, settings)
+  sampler = order.StepSampler(train_feeder.num_examples, batch_size, seed)
+  eval_data = evaluators_lib.EvalData(task, run, eval_batch_size, settings)
   for evaluator in evaluators.values():
     evaluator.check(eval_data)
   init_source = _init_source(init_from, run, model_dir)
@@ -168,9 +179,7 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
   summaries = None
   watchdog = watchdog_lib.Watchdog(paths.join(model_dir, "hangs"), jax.process_index(), hang_timeout_s, hang_action)
   try:
-    with preemption_lib.PreemptionWatch(save_on_preemption) as preemption:
-      train_feeder = data_lib.BatchFeeder(eval_data.examples(train_split), run.batch_sharding)
-      sampler = loader.StepSampler(train_feeder.num_examples, batch_size, seed)
+    with preemption_lib.PreemptionWatch(save_on_preemption) as preemption, contextlib.ExitStack() as stack:
       with goodput.measure("restore"):
         state, start_step = _restore_or_init(run, checkpointer, seed, init_source, init_from is not None)
       teacher_params = ()
@@ -188,14 +197,17 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
           step_lib.train_step_fn(run.model, run.tx, run.schedule, inject_nan_at_step, microbatches, run.frozen,
                                  distill),
           run.partitioner, run.state_sharding, run.batch_sharding, teacher.params_sharding if teacher else None)
+      stream = stack.enter_context(train_feeder.train_stream(sampler, start_step, steps, run.batch_sharding))
+      log(f"Data: {_describe(train_feeder.source)} | {settings.workers} loader worker(s), {settings.prefetch} "
+          "batch(es) prefetched to the devices")
       with goodput.measure("compile"):
-        compiled, flops = _compile(step_fn, state, train_feeder.train_batch(sampler, start_step), *teacher_params)
+        compiled, flops = _compile(step_fn, state, stream.peek(start_step), *teacher_params)
       summaries = summaries_lib.Summaries(model_dir, primary)
       profiler = profiling.StepProfiler(model_dir, profile_steps, primary or profile_every_process)
       meta = {"fingerprint": run.fingerprint(),
               "data": {"task": task, "split": train_split, "seed": seed, "global_batch": batch_size}}
       loop = loop_lib.TrainingLoop(
-          run, train_feeder, sampler, evaluators, eval_data, checkpointer, meta, schedule,
+          run, stream, sampler, evaluators, eval_data, checkpointer, meta, schedule,
           nonfinite_policy, summaries, loop_lib.Services(preemption, watchdog.start(), profiler, goodput), flops,
           (tuple(inject_stall) + ("step",))[:3] if inject_stall else None, teacher_params)
       outcome = loop.train(state, compiled, start_step, steps)

@@ -1,8 +1,9 @@
 """Multi-process runs for real: 2 processes x 4 CPU devices over gloo against 1 process x 8, a checkpoint that
-restores in one process, a SIGTERM to one process that both answer by saving one agreed step, and a missing
+restores in one process and resumes training there with the same batches (elastic), a SIGTERM to one process that both answer by saving one agreed step, and a missing
 peer that fails fast with a count instead of hanging."""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -28,6 +29,16 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tmp_path):
   assert sorted(multi_losses) == list(range(1, STEPS + 1))
   np.testing.assert_allclose([multi_losses[s] for s in range(1, STEPS + 1)],
                              [single_losses[s] for s in range(1, STEPS + 1)], rtol=1e-5)
+  single_batches = helpers.train_metric(tmp_path / "single", "batch_fingerprint")
+  assert helpers.train_metric(tmp_path / "multi", "batch_fingerprint") == single_batches
+
+  # Elastic: the 2-process checkpoint of step 3 resumes in 1 process and sees the same global batches.
+  shutil.copytree(tmp_path / "multi", tmp_path / "elastic")
+  shutil.rmtree(tmp_path / "elastic" / "checkpoints" / str(STEPS))
+  elastic = helpers.run_shardline(*helpers.tiny_train_args(tmp_path / "elastic", STEPS))
+  assert elastic.returncode == 0 and "Resuming from checkpoint step 3" in elastic.stdout, elastic.stderr[-3000:]
+  assert helpers.train_metric(tmp_path / "elastic", "batch_fingerprint") == single_batches
+  np.testing.assert_allclose(helpers.train_losses(tmp_path / "elastic")[STEPS], single_losses[STEPS], rtol=1e-5)
 
   evaluated = helpers.run_shardline("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
                                     f"--gin.MODEL_DIR='{tmp_path / 'multi'}'")

@@ -6,11 +6,13 @@ import tensorflow_datasets as tfds
 
 from shardline.models.limoe import text
 from shardline.core.errors import UserError
-from shardline.tasks import digits, digits_captions, loader, tfds_image_text
+from shardline.tasks import digits, digits_captions, tfds_image_text
+from tests import helpers
 
 
-def test_digits_captions_are_deterministic_and_name_the_digit():
-  first, second = loader.materialize("digits_captions", "test"), loader.materialize("digits_captions", "test")
+def test_digits_captions_are_deterministic_and_name_the_digit(tmp_path):
+  first = helpers.read_split("digits_captions", "test", tmp_path / "a")
+  second = helpers.read_split("digits_captions", "test", tmp_path / "b")
   np.testing.assert_array_equal(first["text"], second["text"])
   np.testing.assert_array_equal(first["image"], digits.load_split("test")["image"])
   captions = digits_captions.captions("test")
@@ -36,7 +38,7 @@ def test_reads_a_prepared_image_text_dataset(tmp_path):
   _write_image_text_dataset(tmp_path)
   name = tfds_image_text.tfds_image_text(tfds_name="shardline_tiny_captions", data_dir=str(tmp_path),
                                          image_size=8, channels=1, text_length=12)
-  examples = loader.materialize(name, "train")
+  examples = helpers.read_split(name, "train", tmp_path / "cache")
   assert examples["image"].shape == (6, 8, 8, 1) and examples["text"].shape == (6, 12)
   decoded = sorted(bytes(int(t) - 3 for t in row if t >= 3).decode() for row in examples["text"])
   assert decoded == sorted(f"picture {i}" for i in range(6))  # the first caption of each image

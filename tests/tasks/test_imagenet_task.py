@@ -9,7 +9,8 @@ import tensorflow_datasets as tfds
 
 from shardline.core.errors import UserError
 from shardline.launch import gin_config
-from shardline.tasks import loader
+from shardline.data import augment
+from tests import helpers
 from shardline.training import evaluators
 
 SIZES = {"train": 6, "validation": 4, "test": 3}
@@ -34,20 +35,24 @@ def imagenet_dir(tmp_path_factory):
   return data_dir
 
 
-def test_pod_experiment_trains_on_train_and_evaluates_the_labelled_validation_split(imagenet_dir):
+def test_pod_experiment_trains_on_train_and_evaluates_the_labelled_validation_split(imagenet_dir, tmp_path):
   gin_config.parse(["experiments/vit22b_pod_v4.gin"], [
-      f"tasks.tfds_image_classification.data_dir = '{imagenet_dir}'", "MODEL_DIR = 'unused'"])
+      f"tasks.tfds_image_classification.data_dir = '{imagenet_dir}'", "MODEL_DIR = 'unused'",
+      f"stream.cache_dir = '{tmp_path}'"])
   value = lambda name: gin.query_parameter(name).scoped_configurable_fn()  # a macro or configurable's value
   task = value("train.task")
   assert gin.query_parameter("train.train_split") == "train"
   for name in ("train.eval_split", "evaluate.split", "infer.split", "split_eval.split"):
     assert value(name) == "validation", name
+  transforms = {"train": value("stream.train_transform"), "validation": value("stream.eval_transform")}
+  assert isinstance(transforms["train"], augment.TrainImages) and isinstance(transforms["validation"], augment.EvalImages)
+  assert transforms["validation"].crop_fraction == 0.875  # big_vision's ImageNet evaluation crop
   for split in ("train", "validation"):
-    examples = loader.materialize(task, split)
+    examples = helpers.read_split(task, split, tmp_path, transforms[split])
     assert examples["image"].shape == (SIZES[split], 224, 224, 3) and examples["image"].dtype == np.float32
     assert 0 <= examples["image"].min() and examples["image"].max() <= 1
     assert examples["label"].shape == (SIZES[split],) and (0 <= examples["label"]).all()
   labelled = evaluators.EvalData(task, run=None, batch_size=4)
   evaluators.SplitEval("validation").check(labelled)
-  with pytest.raises(UserError, match=r"'test' of task .* is unlabelled: 3 of its 3 examples have label -1"):
+  with pytest.raises(UserError, match=r"'test' of task .* is unlabelled: 3 of 3 examples read have label -1"):
     evaluators.SplitEval("test").check(labelled)

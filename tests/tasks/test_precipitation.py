@@ -6,7 +6,7 @@ import tensorstore as ts
 
 from shardline.core import paths
 from shardline.core.errors import UserError
-from shardline.tasks import loader
+from tests import helpers
 from shardline.tasks.precipitation import simulated_task, simulator, zarr_source
 from tests import storage_servers
 
@@ -44,11 +44,11 @@ def test_wind_advects_the_cells_and_conserves_rain():
 def test_simulated_task_is_cached_and_disjoint(tmp_path):
   name = simulated_task.precipitation_simulation(num_train=6, num_test=3, cache_dir=str(tmp_path), domain=64,
                                                  context=48, target=16, lead_times=(1, 4))
-  train, test = loader.materialize(name, "train"), loader.materialize(name, "test")
+  train, test = (helpers.read_split(name, split, tmp_path / "prepared") for split in ("train", "test"))
   assert train["radar"].shape == (6, 4, 48, 48) and test["target"].shape == (3, 2, 16, 16)
   assert len(list(tmp_path.glob("*.npz"))) == 2
   assert not any(np.array_equal(test["radar"][0], r) for r in train["radar"])
-  again = loader.materialize(name, "test")  # from the cache
+  again = helpers.read_split(name, "test", tmp_path / "prepared_again")  # from the simulator's cache
   np.testing.assert_array_equal(again["radar"], test["radar"])
 
 
@@ -67,7 +67,7 @@ def test_zarr_loader_cuts_examples_and_splits_by_time(tmp_path):
   _write_store(tmp_path / "store")
   name = zarr_source.precipitation_zarr(path=str(tmp_path / "store"), context=32, target=16, input_frames=2,
                                         lead_times=(1, 3), spatial_stride=8, test_fraction=0.25)
-  train, test = loader.materialize(name, "train"), loader.materialize(name, "test")
+  train, test = (helpers.read_split(name, split, tmp_path / "prepared") for split in ("train", "test"))
   assert train["radar"].shape[1:] == (2, 32, 32) and train["state"].shape[1:] == (6, 32, 32)
   assert test["target"].shape[1:] == (2, 16, 16)
   # forecast times 1..8 x 2 x 2 windows; the last quarter of the times (7 and 8) is test

@@ -10,6 +10,9 @@ import pytest
 from tests import helpers
 
 STEPS = 12
+# Random augmentation on (an Inception crop and a flip of every 8 x 8 digit, seeded per example and epoch).
+AUGMENTED = ("--gin.stream.train_transform=@data.train_images()", "--gin.data.train_images.size=8",
+             "--gin.data.train_images.channels=1", "--gin.data.train_images.area_range=(0.5, 1.0)")
 
 
 def _popen(args):
@@ -37,16 +40,17 @@ def _tree(path):
 @pytest.fixture(scope="module")
 def reference_losses(tmp_path_factory):
   model_dir = tmp_path_factory.mktemp("reference")
-  _finish(helpers.tiny_train_args(model_dir, STEPS))
+  _finish(helpers.tiny_train_args(model_dir, STEPS, *AUGMENTED))
   losses = helpers.train_losses(model_dir)
   assert sorted(losses) == list(range(1, STEPS + 1))
-  return losses
+  return losses, helpers.train_metric(model_dir, "batch_fingerprint")
 
 
-def test_sigkill_mid_training_then_resume_gives_identical_losses(tmp_path, reference_losses):
+def test_sigkill_mid_training_then_resume_gives_identical_batches_and_losses(tmp_path, reference_losses):
+  """With augmentation on, and loader workers in the killed and resumed run (none in the reference)."""
   kill_after = random.Random(os.getpid()).randint(4, 9)  # a random step, reported on failure
   model_dir = tmp_path / "run"
-  args = helpers.tiny_train_args(model_dir, STEPS)
+  args = helpers.tiny_train_args(model_dir, STEPS, *AUGMENTED, "--gin.stream.workers=1")
   process = _popen(args)
   for line in process.stdout:
     if not line.startswith("step ") or int(line.split()[1]) < kill_after:
@@ -62,16 +66,17 @@ def test_sigkill_mid_training_then_resume_gives_identical_losses(tmp_path, refer
   resumed = _finish(args)
   restored = int(resumed.stdout.split("Resuming from checkpoint step ")[1].split()[0])
   assert 0 < restored <= kill_after and restored % 3 == 0, (kill_after, restored)
-  losses = helpers.train_losses(model_dir)
+  losses, fingerprints = helpers.train_losses(model_dir), helpers.train_metric(model_dir, "batch_fingerprint")
   for step in range(restored + 1, STEPS + 1):
-    assert losses[step] == reference_losses[step], (step, kill_after, restored)  # bit for bit
+    assert fingerprints[step] == reference_losses[1][step], (step, kill_after, restored)
+    assert losses[step] == reference_losses[0][step], (step, kill_after, restored)  # bit for bit
 
 
 def test_sigkill_during_an_in_flight_save(tmp_path, reference_losses):
   model_dir = tmp_path / "run"
   (model_dir / "user_notes").mkdir(parents=True)
   (model_dir / "user_notes" / "keep.txt").write_text("mine")
-  args = helpers.tiny_train_args(model_dir, STEPS)
+  args = helpers.tiny_train_args(model_dir, STEPS, *AUGMENTED)
   process = _popen(args)
   checkpoints = model_dir / "checkpoints"
   killed_while_writing = None
@@ -98,7 +103,7 @@ def test_sigkill_during_an_in_flight_save(tmp_path, reference_losses):
   assert (model_dir / "user_notes" / "keep.txt").read_text() == "mine"  # nothing of the user's is touched
   losses = helpers.train_losses(model_dir)
   for step in range(restored + 1, STEPS + 1):
-    assert losses[step] == reference_losses[step], step
+    assert losses[step] == reference_losses[0][step], step
 
 
 def test_mismatched_model_dir_stops_and_changes_nothing(tmp_path):
@@ -142,7 +147,7 @@ def _preempted_step(output: str) -> int:
 
 def test_sigterm_saves_the_agreed_step_exits_75_and_the_resume_is_exact(tmp_path, reference_losses):
   model_dir = tmp_path / "run"
-  args = helpers.tiny_train_args(model_dir, STEPS)
+  args = helpers.tiny_train_args(model_dir, STEPS, *AUGMENTED)
   # The host stalls before step 7, so the signal sent after step 4 always lands before the run ends.
   process = _popen(args + ("--gin.train.inject_stall=(6, 20)",))
   seen = []
@@ -162,7 +167,7 @@ def test_sigterm_saves_the_agreed_step_exits_75_and_the_resume_is_exact(tmp_path
   assert f"Resuming from checkpoint step {step}" in resumed.stdout
   losses = helpers.train_losses(model_dir)
   for later in range(step + 1, STEPS + 1):
-    assert losses[later] == reference_losses[later], (later, step)  # bit for bit
+    assert losses[later] == reference_losses[0][later], (later, step)  # bit for bit
 
 
 def test_sigterm_while_compiling_stops_cleanly(tmp_path):
