@@ -6,25 +6,48 @@ example in the same epoch is augmented the same way after a resume or on another
 'image' feature may be encoded bytes (decoded here) or a decoded uint8/float array.
 """
 import dataclasses
+import io
 from typing import Dict, Sequence
 
 import gin
 import numpy as np
 from PIL import Image
 
-from shardline.data import records
 
 
-def _as_pil(image, channels: int) -> Image.Image:
-  if isinstance(image, (bytes, np.bytes_)) or (isinstance(image, np.ndarray) and image.dtype.kind == "S") or (
-      isinstance(image, np.ndarray) and image.ndim == 1):
-    image = records.decode_image(image, channels)
+def _is_encoded(image) -> bool:
+  return isinstance(image, (bytes, np.bytes_)) or (isinstance(image, np.ndarray) and (
+      image.dtype.kind == "S" or (image.dtype == np.uint8 and image.ndim == 1)))
+
+
+def _open(image, channels: int) -> Image.Image:
+  """A PIL image, not yet decoded when `image` is encoded bytes (so a JPEG can be decoded at a reduced scale
+  with `draft`); decoded arrays (uint8, or float in [0, 1]) are converted."""
+  if _is_encoded(image):
+    raw = image.tobytes() if isinstance(image, np.ndarray) else bytes(image)
+    return Image.open(io.BytesIO(raw))
   image = np.asarray(image)
   if image.dtype != np.uint8:
     image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
   if image.shape[-1] != channels:
     image = np.repeat(image, 3, axis=-1) if channels == 3 else image.mean(-1, keepdims=True).astype(np.uint8)
   return Image.fromarray(image[..., 0] if channels == 1 else image)
+
+
+def _decode_region(image: Image.Image, box, out_size, channels: int) -> Image.Image:
+  """The region box = (left, top, right, bottom) of the image, resized to out_size = (width, height). A JPEG is
+  decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still gives the region at least out_size pixels, as
+  TensorFlow's decode_and_crop_jpeg saves work."""
+  mode = "L" if channels == 1 else "RGB"
+  width, height = image.size
+  left, top, right, bottom = box
+  wanted = (max(1, -(-width * out_size[0] // max(right - left, 1))),
+            max(1, -(-height * out_size[1] // max(bottom - top, 1))))
+  image.draft(mode, wanted)  # a no-op for anything but JPEG
+  scale_x, scale_y = width / image.size[0], height / image.size[1]
+  image = image.convert(mode)
+  return image.resize(out_size, Image.BILINEAR,
+                      box=(left / scale_x, top / scale_y, right / scale_x, bottom / scale_y))
 
 
 def inception_crop_box(height: int, width: int, rng: np.random.Generator, area_range: Sequence[float],
@@ -69,9 +92,9 @@ class TrainImages:
   value_range: Sequence[float] = (0.0, 1.0)
 
   def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
-    image = _as_pil(example["image"], self.channels)
+    image = _open(example["image"], self.channels)
     top, left, h, w = inception_crop_box(image.height, image.width, rng, self.area_range)
-    image = image.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + w, top + h))
+    image = _decode_region(image, (left, top, left + w, top + h), (self.size, self.size), self.channels)
     if self.flip and rng.random() < 0.5:
       image = image.transpose(Image.FLIP_LEFT_RIGHT)
     return {**example, "image": _finish(image, self.channels, self.value_range)}
@@ -80,7 +103,8 @@ class TrainImages:
 @gin.configurable("eval_images", module="data")
 @dataclasses.dataclass(frozen=True)
 class EvalImages:
-  """Decode, resize the shorter side to size / crop_fraction, central crop size x size, value range.
+  """Decode, central crop of crop_fraction of the shorter side, resized to size x size, value range (the same
+  pixels as resizing the shorter side to size / crop_fraction and cropping size x size).
 
   Attributes:
     size: output height and width.
@@ -96,11 +120,9 @@ class EvalImages:
 
   def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
     del rng  # deterministic
-    image = _as_pil(example["image"], self.channels)
-    short = self.size / self.crop_fraction
-    scale = short / min(image.width, image.height)
-    width, height = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
-    image = image.resize((width, height), Image.BILINEAR)
-    left, top = (width - self.size) // 2, (height - self.size) // 2
-    image = image.crop((left, top, left + self.size, top + self.size))
+    image = _open(example["image"], self.channels)
+    # The central square of side crop_fraction x the shorter side, resized to size x size.
+    side = self.crop_fraction * min(image.width, image.height)
+    left, top = (image.width - side) / 2, (image.height - side) / 2
+    image = _decode_region(image, (left, top, left + side, top + side), (self.size, self.size), self.channels)
     return {**example, "image": _finish(image, self.channels, self.value_range)}

@@ -51,9 +51,11 @@ def main(argv: Sequence[str] = None) -> int:
   """`shardline data prepare ...`."""
   argv = list(sys.argv[1:] if argv is None else argv)
   if not argv or argv[0] != "prepare":
-    print("usage: shardline data prepare --gin_file=<experiment>.gin [--split=NAME] [--num_shards=N]",
-          file=sys.stderr)
-    return 2
+    asked = bool(argv) and argv[0] in ("-h", "--help")
+    print("usage: shardline data prepare --gin_file=<experiment>.gin [--split=NAME] [--num_shards=N]\n\n"
+          "Writes a run's task splits as ArrayRecord shards under stream.cache_dir; "
+          "`shardline data prepare --help` lists the flags.", file=sys.stdout if asked else sys.stderr)
+    return 0 if asked else 2
 
   def run():
     from shardline.launch import gin_config  # pylint: disable=g-import-not-at-top

@@ -23,7 +23,10 @@ FINE_TUNE = ("--gin_file=experiments/vit22b_tiny_digits_cpu8.gin", "--gin_file=t
              "--gin.tasks.tfds_image_classification.tfds_name='shardline_finetune_images'",
              "--gin.NUM_CLASSES=3", "--gin.IMAGE_SIZE=16", "--gin.CHANNELS=1", "--gin.BATCH_SIZE=32",
              "--gin.partitioning.make_mesh.ici_fsdp=8", "--gin.partitioning.make_mesh.ici_tensor=1",
-             "--gin.partitioning.rule_set.name='fsdp'")
+             "--gin.partitioning.rule_set.name='fsdp'",
+             # The class is where the bright quadrant is, which crops and flips would blur: train on the
+             # evaluation transform (a plain resize), decoded in one worker.
+             "--gin.stream.train_transform=@data.eval_images()", "--gin.stream.workers=1")
 
 
 def test_mapping_copies_renames_skips_resizes_and_zeroes():

@@ -1,0 +1,123 @@
+"""Input throughput: decode + Inception crop + flip at 224 px, shardline's loader against tf.data, same data.
+
+  python -m benchmarks.input_pipeline [--images 2000] [--workers 1 2]
+
+One TFDS dataset of synthetic JPEG photographs (benchmarks/jpeg_data.py) is written twice with identical image
+bytes: as ArrayRecord, which shardline reads directly (data/tfds_source.py) in grain worker processes, and as
+TFRecord, which tf.data reads with decode_and_crop_jpeg, sample_distorted_bounding_box, a bilinear resize and a
+random flip in `k` parallel calls on a private thread pool of `k` threads. Each side is timed over every image
+after one warm-up batch; the figures are images/s, images/s per worker (core), and shardline / tf.data.
+"""
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from shardline.core.errors import stderr_silenced
+
+SIZE = 224
+BATCH = 64
+
+
+def write_datasets(root: str, images: int) -> None:
+  """The same photographs as a TFDS dataset of JPEGs in ArrayRecord (root/array_record) and TFRecord
+  (root/tfrecord)."""
+  with stderr_silenced():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from benchmarks import jpeg_data  # pylint: disable=g-import-not-at-top
+  features = tfds.features.FeaturesDict({"image": tfds.features.Image(encoding_format="jpeg"),
+                                         "label": tfds.features.ClassLabel(num_classes=1000)})
+  for file_format in ("array_record", "tfrecord"):  # TFDS encodes the same arrays with the same encoder
+    data = tf.data.Dataset.from_generator(
+        lambda: ({"image": jpeg_data.photo(i), "label": i % 1000} for i in range(images)),
+        output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8), "label": tf.TensorSpec((), tf.int64)})
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="shardline_bench_jpegs", version="1.0.0", features=features, split_datasets={"train": data},
+        data_dir=os.path.join(root, file_format), file_format=file_format)
+
+
+def shardline_rate(root: str, workers: int, images: int) -> float:
+  """Images/s of shardline's loader: grain workers decoding and augmenting into batches of BATCH."""
+  from shardline.data import augment, order, pipeline, tfds_source  # pylint: disable=g-import-not-at-top
+  source = tfds_source.TfdsSource("shardline_bench_jpegs", os.path.join(root, "array_record"), "train",
+                                  {"image": "image", "label": "label"}, encoded=("image",))
+  loader = pipeline.RowLoader(source, ("image", "label"), augment.TrainImages(size=SIZE), seed=0)
+  sampler = order.StepSampler(len(source), BATCH, seed=0)
+  steps = images // BATCH
+  iterator = pipeline._grain_iterator(  # pylint: disable=protected-access
+      pipeline.TrainBatches(loader, sampler, np.arange(BATCH)), 0, steps + 1, workers)
+  batch = next(iterator)  # warm-up: workers started and first batch through
+  assert batch["image"].shape == (BATCH, SIZE, SIZE, 3)
+  start = time.perf_counter()
+  for _ in range(steps):
+    next(iterator)
+  rate = steps * BATCH / (time.perf_counter() - start)
+  iterator.close()
+  return rate
+
+
+def tfdata_rate(root: str, threads: int, images: int) -> float:
+  """Images/s of tf.data doing the same work on the TFRecord copy, with `threads` threads."""
+  with stderr_silenced():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  def augment(example):
+    shape = tf.io.extract_jpeg_shape(example["image"])
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        shape, tf.zeros([0, 0, 4], tf.float32), area_range=(0.05, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+        min_object_covered=0, max_attempts=10, use_image_if_no_bounding_boxes=True)
+    window = tf.stack([begin[0], begin[1], size[0], size[1]])
+    image = tf.io.decode_and_crop_jpeg(example["image"], window, channels=3)
+    image = tf.image.resize(image, (SIZE, SIZE), method="bilinear")
+    image = tf.image.random_flip_left_right(image) / 255.0
+    return {"image": image, "label": example["label"]}
+
+  data = tfds.load("shardline_bench_jpegs", split="train", data_dir=os.path.join(root, "tfrecord"),
+                   decoders={"image": tfds.decode.SkipDecoding()}, download=False)
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = threads
+  options.threading.max_intra_op_parallelism = 1
+  data = data.repeat().map(augment, num_parallel_calls=threads).batch(BATCH).prefetch(2).with_options(options)
+  iterator = iter(data)
+  assert next(iterator)["image"].shape == (BATCH, SIZE, SIZE, 3)
+  steps = images // BATCH
+  start = time.perf_counter()
+  for _ in range(steps):
+    next(iterator)
+  return steps * BATCH / (time.perf_counter() - start)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--images", type=int, default=2000)
+  parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+  parser.add_argument("--output", default="benchmarks/results/input_pipeline.json")
+  args = parser.parse_args()
+  with tempfile.TemporaryDirectory() as root:
+    start = time.time()
+    write_datasets(root, args.images)
+    print(f"Wrote {args.images} JPEGs as ArrayRecord and TFRecord in {time.time() - start:.0f} s")
+    rows = []
+    for k in args.workers:
+      ours, theirs = shardline_rate(root, k, args.images), tfdata_rate(root, k, args.images)
+      rows.append({"workers": k, "shardline_images_per_s": ours, "tfdata_images_per_s": theirs,
+                   "shardline_per_core": ours / k, "tfdata_per_core": theirs / k, "ratio": ours / theirs})
+  print(f"decode + Inception crop + flip to {SIZE} px, batches of {BATCH}, {args.images} images, "
+        f"{os.cpu_count()} cores")
+  print("| workers | shardline img/s | per core | tf.data img/s | per core | shardline / tf.data |")
+  print("|---|---|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['workers']} | {r['shardline_images_per_s']:.0f} | {r['shardline_per_core']:.0f} | "
+          f"{r['tfdata_images_per_s']:.0f} | {r['tfdata_per_core']:.0f} | {r['ratio']:.2f}x |")
+  os.makedirs(os.path.dirname(args.output), exist_ok=True)
+  with open(args.output, "w") as f:
+    json.dump({"images": args.images, "cores": os.cpu_count(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
