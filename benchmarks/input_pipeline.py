@@ -5,8 +5,9 @@
 One TFDS dataset of synthetic JPEG photographs (benchmarks/jpeg_data.py) is written twice with identical image
 bytes: as ArrayRecord, which shardline reads directly (data/tfds_source.py) in grain worker processes, and as
 TFRecord, which tf.data reads with decode_and_crop_jpeg, sample_distorted_bounding_box, a bilinear resize and a
-random flip in `k` parallel calls on a private thread pool of `k` threads. Each side is timed over every image
-after one warm-up batch; the figures are images/s, images/s per worker (core), and shardline / tf.data.
+random flip in `k` parallel calls on a private thread pool of `k` threads. Both hand over uint8 batches (shardline
+maps them to float on the device). Each side is timed over every image after one warm-up batch; the figures are
+images/s, images/s per worker (core), and shardline / tf.data.
 """
 import argparse
 import json
@@ -74,7 +75,7 @@ def tfdata_rate(root: str, threads: int, images: int) -> float:
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.io.decode_and_crop_jpeg(example["image"], window, channels=3)
     image = tf.image.resize(image, (SIZE, SIZE), method="bilinear")
-    image = tf.image.random_flip_left_right(image) / 255.0
+    image = tf.cast(tf.image.random_flip_left_right(image), tf.uint8)  # as shardline's workers hand over
     return {"image": image, "label": example["label"]}
 
   data = tfds.load("shardline_bench_jpegs", split="train", data_dir=os.path.join(root, "tfrecord"),

@@ -4,6 +4,9 @@ evaluation (resize + central crop), run per example in the loader's workers.
 A transform is called as transform(example, rng) with rng seeded from (seed, epoch, example index), so the same
 example in the same epoch is augmented the same way after a resume or on another number of processes. The
 'image' feature may be encoded bytes (decoded here) or a decoded uint8/float array.
+
+Images leave the workers as uint8, a quarter of the bytes of float32 through shared memory and to the devices;
+`device_value_ranges` tells the loader to map them to float32 in `value_range` on the device.
 """
 import dataclasses
 import io
@@ -65,12 +68,9 @@ def inception_crop_box(height: int, width: int, rng: np.random.Generator, area_r
   return 0, 0, height, width
 
 
-def _finish(image: Image.Image, channels: int, value_range: Sequence[float]) -> np.ndarray:
-  array = np.asarray(image, np.float32) / 255.0
-  if channels == 1:
-    array = array[..., None]
-  low, high = value_range
-  return (array * (high - low) + low).astype(np.float32)
+def _finish(image: Image.Image, channels: int) -> np.ndarray:
+  array = np.asarray(image, np.uint8)
+  return array[..., None] if channels == 1 else array
 
 
 @gin.configurable("train_images", module="data")
@@ -83,7 +83,7 @@ class TrainImages:
     channels: 1 or 3.
     area_range: the crop's fraction of the image area.
     flip: flip left-right with probability 1/2.
-    value_range: pixel values are mapped from [0, 1] to this range.
+    value_range: pixel values are mapped from [0, 1] to this range (on the device).
   """
   size: int = 224
   channels: int = 3
@@ -91,13 +91,16 @@ class TrainImages:
   flip: bool = True
   value_range: Sequence[float] = (0.0, 1.0)
 
+  def device_value_ranges(self) -> Dict[str, Sequence[float]]:
+    return {"image": tuple(self.value_range)}
+
   def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
     image = _open(example["image"], self.channels)
     top, left, h, w = inception_crop_box(image.height, image.width, rng, self.area_range)
     image = _decode_region(image, (left, top, left + w, top + h), (self.size, self.size), self.channels)
     if self.flip and rng.random() < 0.5:
       image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    return {**example, "image": _finish(image, self.channels, self.value_range)}
+    return {**example, "image": _finish(image, self.channels)}
 
 
 @gin.configurable("eval_images", module="data")
@@ -111,12 +114,15 @@ class EvalImages:
     channels: 1 or 3.
     crop_fraction: the central crop's share of the resized shorter side (0.875 as in big_vision's ImageNet
       evaluation; 1.0 resizes the whole image).
-    value_range: pixel values are mapped from [0, 1] to this range.
+    value_range: pixel values are mapped from [0, 1] to this range (on the device).
   """
   size: int = 224
   channels: int = 3
   crop_fraction: float = 0.875
   value_range: Sequence[float] = (0.0, 1.0)
+
+  def device_value_ranges(self) -> Dict[str, Sequence[float]]:
+    return {"image": tuple(self.value_range)}
 
   def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
     del rng  # deterministic
@@ -125,4 +131,4 @@ class EvalImages:
     side = self.crop_fraction * min(image.width, image.height)
     left, top = (image.width - side) / 2, (image.height - side) / 2
     image = _decode_region(image, (left, top, left + side, top + side), (self.size, self.size), self.channels)
-    return {**example, "image": _finish(image, self.channels, self.value_range)}
+    return {**example, "image": _finish(image, self.channels)}

@@ -100,6 +100,12 @@ def _grain_iterator(element_fn: Callable[[int], Batch], first: int, last: int, w
   return iter(dataset)
 
 
+def _value_range_fn(low: float, high: float, sharding: NamedSharding):
+  """uint8 [...] -> float32 [...] in [low, high], jitted, keeping the sharding."""
+  scale = (high - low) / 255.0
+  return jax.jit(lambda x: x.astype(np.float32) * np.float32(scale) + np.float32(low), out_shardings=sharding)
+
+
 class DevicePrefetcher:
   """Global arrays of elements first..last-1, built on a background thread up to `ahead` elements ahead of the
   consumer. An error in loading is raised in the consumer, at the element it concerns.
@@ -108,10 +114,14 @@ class DevicePrefetcher:
   """
 
   def __init__(self, element_fn: Callable[[int], Batch], first: int, last: int,
-               shardings: Dict[str, NamedSharding], global_rows: int, workers: int = 0, ahead: int = 2):
+               shardings: Dict[str, NamedSharding], global_rows: int, workers: int = 0, ahead: int = 2,
+               value_ranges: Optional[Dict[str, Tuple[float, float]]] = None):
+    """`value_ranges` maps uint8 features to float32 in (low, high) on the device, after the transfer."""
     if ahead < 1:
       raise UserError(f"stream.prefetch = {ahead}; at least 1 batch must be built ahead of the step.")
     self._shardings, self._global_rows = shardings, global_rows
+    self._to_float = {name: _value_range_fn(low, high, shardings[name])
+                      for name, (low, high) in (value_ranges or {}).items() if name in shardings}
     self._first, self._last = first, last
     self._peeked = None
     self._queue: "queue.Queue[Tuple[int, Any]]" = queue.Queue(maxsize=ahead)
@@ -128,6 +138,8 @@ class DevicePrefetcher:
         # live on inside a device buffer that aliases host memory (CPU).
         rows = np.array(local[name], copy=True)
         out[name] = jax.make_array_from_process_local_data(sharding, rows, (self._global_rows,) + rows.shape[1:])
+        if name in self._to_float:
+          out[name] = self._to_float[name](out[name])
     return out
 
   def _put(self, item) -> bool:

@@ -57,7 +57,8 @@ class SplitFeeder:
     rows = _rows(shardings, shape)
     loader = pipeline.RowLoader(self.source, shardings, self.settings.train_transform, sampler.seed)
     return pipeline.DevicePrefetcher(pipeline.TrainBatches(loader, sampler, rows), start_step, steps, shardings,
-                                     sampler.global_batch, self.settings.workers, self.settings.prefetch)
+                                     sampler.global_batch, self.settings.workers, self.settings.prefetch,
+                                     _value_ranges(self.settings.train_transform))
 
   def eval_batches(self, batch_size: int, shardings: Dict[str, NamedSharding]) -> Iterator[Dict[str, jax.Array]]:
     """Every example once, in padded global batches with a 'weight' feature (0 for padding)."""
@@ -66,7 +67,8 @@ class SplitFeeder:
     loader = pipeline.RowLoader(self.source, features, self.settings.eval_transform, seed=0, strict=False)
     batches = -(-self.num_examples // batch_size)
     with pipeline.DevicePrefetcher(pipeline.EvalBatches(loader, self.num_examples, batch_size, rows), 0, batches,
-                                   shardings, batch_size, self.settings.workers, self.settings.prefetch) as stream:
+                                   shardings, batch_size, self.settings.workers, self.settings.prefetch,
+                                   _value_ranges(self.settings.eval_transform)) as stream:
       yield from stream
 
   def feature_names(self):
@@ -79,6 +81,11 @@ class SplitFeeder:
     if hasattr(self.source, "column"):
       return self.source.column(name, range(self.num_examples))
     return np.stack([self.source[i][name] for i in range(self.num_examples)])
+
+
+def _value_ranges(transform) -> Dict[str, tuple]:
+  """The features a transform leaves as uint8 for the device to map to float (data/augment.py)."""
+  return transform.device_value_ranges() if hasattr(transform, "device_value_ranges") else {}
 
 
 def _rows(shardings: Dict[str, NamedSharding], shape) -> np.ndarray:

@@ -48,7 +48,9 @@ def test_workers_and_restarts_give_bit_identical_augmented_batches(digits_train)
       if step >= 3:
         np.testing.assert_array_equal(restarted[step][name], in_process[step][name])
   # the augmentation is on: the same example differs between epochs, and the labels follow the sampler
-  assert in_process[0]["image"].shape == (BATCH, 8, 8, 1)
+  image = in_process[0]["image"]  # uint8 from the workers, mapped to float32 in value_range on the devices
+  assert image.shape == (BATCH, 8, 8, 1) and image.dtype == np.float32
+  assert 0 <= image.min() and image.max() <= 1 and image.max() > 0.5
   np.testing.assert_array_equal(in_process[2]["label"], digits_train.column("label", sampler.indices(2)))
   plain = np.stack([digits_train[int(i)]["image"] for i in sampler.indices(2)])
   assert not np.allclose(in_process[2]["image"], plain, atol=0.02)

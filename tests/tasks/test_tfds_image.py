@@ -30,8 +30,8 @@ def test_reads_a_prepared_dataset_with_images_decoded_by_the_loader(tmp_path, fi
   raw = helpers.read_split(name, "train", tmp_path / "cache")
   assert raw["image"].dtype.kind == "S" and raw["image"][0][:4] == b"\x89PNG"  # still encoded
   examples = helpers.read_split(name, "train", tmp_path / "cache", augment.EvalImages(size=8, channels=1))
-  assert examples["image"].shape == (10, 8, 8, 1) and examples["image"].dtype == np.float32
-  assert 0.0 <= examples["image"].min() and examples["image"].max() <= 1.0
+  assert examples["image"].shape == (10, 8, 8, 1) and examples["image"].dtype == np.uint8  # to float on device
+  assert examples["image"].std() > 10
   assert sorted(set(examples["label"].tolist())) == [0, 1, 2]
   assert (tmp_path / "cache").exists() == (file_format == "tfrecord")
 
