@@ -36,13 +36,11 @@ def write_dataset(directory: str, images: int, file_format: str) -> None:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from benchmarks import jpeg_data  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
 
   def split(first: int, count: int):
     def examples():
       for i in range(first, first + count):
-        image = Image.fromarray(jpeg_data.photo(i)).resize((224, 224), Image.BILINEAR)
-        yield {"image": np.asarray(image), "label": i % 1000}
+        yield {"image": jpeg_data.photo(i, size=224), "label": i % 1000}
     return tf.data.Dataset.from_generator(examples, output_signature={
         "image": tf.TensorSpec((224, 224, 3), tf.uint8), "label": tf.TensorSpec((), tf.int64)})
 
@@ -57,7 +55,9 @@ def folder_bytes(directory: str) -> int:
   return sum(os.path.getsize(os.path.join(r, f)) for r, _, files in os.walk(directory) for f in files)
 
 
-def train_command(data_dir: str, model_dir: str, steps: int):
+def train_command(data_dir: str, model_dir: str, steps: int, old: bool):
+  """`shardline train` of the tiny ViT-22B at 224 px on the generated dataset (the old checkout has no
+  stream.* settings: it materialises the splits)."""
   return [sys.executable, "-m", "shardline.launch.cli", "train",
           "--gin_file=models/vit22b/tiny.gin", "--gin_file=tasks/tfds_image.gin",
           "--gin_file=mesh/cpu8_fsdp4_tensor2.gin", "--gin_file=runs/train.gin",
@@ -65,8 +65,8 @@ def train_command(data_dir: str, model_dir: str, steps: int):
           f"--gin.tasks.tfds_image_classification.data_dir='{data_dir}'",
           "--gin.NUM_CLASSES=1000", "--gin.IMAGE_SIZE=224", "--gin.vit22b.ViT22BConfig.patch_size=32",
           "--gin.BATCH_SIZE=64", f"--gin.train.steps={steps}", "--gin.train.log_every=10",
-          "--gin.train.eval_every=100000", "--gin.train.checkpoint_every=100000", f"--gin.MODEL_DIR='{model_dir}'",
-          "--gin.stream.workers=2"]
+          "--gin.train.eval_every=100000", "--gin.train.checkpoint_every=100000", f"--gin.MODEL_DIR='{model_dir}'"
+          ] + ([] if old else ["--gin.stream.workers=2"])
 
 
 def peak_memory(command, cwd: str, env: dict, log_path: str):
@@ -118,7 +118,7 @@ def main() -> None:
           f"{time.time() - start:.0f} s)", flush=True)
     model_dir = os.path.join(args.root, f"run_{'old' if args.old_checkout else 'new'}_{images}")
     subprocess.run(["rm", "-rf", model_dir], check=True)
-    code, seconds, own, total, output = peak_memory(train_command(data_dir, model_dir, args.steps),
+    code, seconds, own, total, output = peak_memory(train_command(data_dir, model_dir, args.steps, bool(args.old_checkout)),
                                                     args.old_checkout or repo, env, model_dir + ".log")
     if code != 0:
       print(output[-3000:])
