@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import psutil
 
 from shardline.core.errors import stderr_silenced
