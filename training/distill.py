@@ -87,6 +87,10 @@ def layout(spec: Distill, run: setup_lib.RunSetup) -> Tuple[Any, Any]:
   """The teacher's abstract parameters and their shardings on the run's mesh (no checkpoint is read); a UserError
   when its settings are wrong or its classes are not the student's."""
   _check_settings(spec)
+  if getattr(run.model, "mixup_alpha", 0) > 0:
+    raise UserError(f"The student mixes its training images (mixup_alpha = {run.model.mixup_alpha}), but the "
+                    "teacher would see them unmixed, so their class probabilities would describe different "
+                    "images. Set the student's mixup_alpha to 0 when distilling.")
   batch_spec = run.model.batch_spec(1)
   abstract, sharding, _ = train_state.abstract_state(spec.teacher, optax.set_to_zero(), batch_spec,
                                                      run.partitioner)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from shardline.data.mixup import mixup
 from shardline.models import base
 from shardline.models.vit22b.config import ViT22BConfig
 from shardline.models.vit22b.model import ViT22B
@@ -14,15 +15,22 @@ from shardline.partitioning import axes
 
 @gin.configurable(module="vit22b")
 class ImageClassifier(base.BaseModel):
-  """Softmax cross-entropy classification of images.
+  """Softmax cross-entropy classification of images, with optional label smoothing and mixup in training.
+
+  Args:
+    config: the ViT-22B configuration.
+    label_smoothing: the share of each target spread evenly over the classes.
+    mixup_alpha: above 0, training images and targets are mixed with Beta(alpha, alpha) weights (data/mixup.py);
+      the training accuracy then counts the dominant (each row's own) label.
 
   Batches hold 'image' [batch, H, W, C] float32 and 'label' [batch] int32, and for evaluation optionally
   'weight' [batch] (0 for padding).
   """
 
-  def __init__(self, config: ViT22BConfig = gin.REQUIRED, label_smoothing: float = 0.0):
+  def __init__(self, config: ViT22BConfig = gin.REQUIRED, label_smoothing: float = 0.0, mixup_alpha: float = 0.0):
     self.config = config
     self.label_smoothing = label_smoothing
+    self.mixup_alpha = mixup_alpha
     self.module = ViT22B(config)
 
   def batch_spec(self, batch_size: int) -> Dict[str, jax.ShapeDtypeStruct]:
@@ -48,8 +56,13 @@ class ImageClassifier(base.BaseModel):
     _, state = self.module.apply({"params": params}, batch["image"], mutable=["intermediates"])
     return state["intermediates"]["pre_logits"][0].astype(jnp.float32)
 
-  def _metrics(self, logits: jax.Array, labels: jax.Array, weights: jax.Array):
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, self.config.num_classes), self.label_smoothing)
+  def _targets(self, labels: jax.Array) -> jax.Array:
+    """[batch] int -> [batch, classes] smoothed one-hot targets."""
+    return optax.smooth_labels(jax.nn.one_hot(labels, self.config.num_classes), self.label_smoothing)
+
+  def _metrics(self, logits: jax.Array, labels: jax.Array, weights: jax.Array, targets=None):
+    if targets is None:
+      targets = self._targets(labels)
     losses = optax.softmax_cross_entropy(logits, targets)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return losses, {"loss": base.mean_metric(losses, weights),
@@ -59,10 +72,12 @@ class ImageClassifier(base.BaseModel):
     return self.logits(params, batch["image"])
 
   def logits_loss_and_metrics(self, params: Any, batch: base.Batch, rng: jax.Array):
-    del rng  # ViT-22B uses no dropout.
-    logits = self.logits(params, batch["image"])
+    images, targets = batch["image"], self._targets(batch["label"])  # ViT-22B uses no dropout: rng is for mixup
+    if self.mixup_alpha > 0:
+      images, targets = mixup(rng, images, targets, self.mixup_alpha)
+    logits = self.logits(params, images)
     weights = jnp.ones(logits.shape[:1], jnp.float32)
-    losses, metrics = self._metrics(logits, batch["label"], weights)
+    losses, metrics = self._metrics(logits, batch["label"], weights, targets)
     return logits, losses.mean(), metrics
 
   def loss_and_metrics(self, params: Any, batch: base.Batch, rng: jax.Array):

@@ -100,3 +100,6 @@ def test_teacher_problems_stop_before_anything_is_written(tmp_path, teacher):
   shallower = ImageClassifier(dataclasses.replace(inputs.distill.teacher.config, depth=2))
   with pytest.raises(UserError, match="depth: checkpoint=4, distill.teacher=2"):
     distill.prepare(dataclasses.replace(inputs.distill, teacher=shallower), run)
+  mixing = dataclasses.replace(run, model=ImageClassifier(run.model.config, mixup_alpha=0.2))
+  with pytest.raises(UserError, match="Set the student's mixup_alpha to 0 when distilling"):
+    distill.prepare(inputs.distill, mixing)
