@@ -1,5 +1,7 @@
 """The precipitation data: the simulator is deterministic and its wind really moves the rain; the cached seqio
 task; the Zarr loader on a store the test writes, and its errors."""
+import pickle
+
 import numpy as np
 import pytest
 import tensorstore as ts
@@ -63,19 +65,30 @@ def _write_store(path, steps=12, size=40, dims=("time", "y", "x"), skip=()):
     store.write(rng.gamma(0.5, 2.0, (steps, size, size)).astype(np.float32)).result()
 
 
-def test_zarr_loader_cuts_examples_and_splits_by_time(tmp_path):
+def test_zarr_store_is_read_directly_window_by_window_and_split_by_time(tmp_path):
   _write_store(tmp_path / "store")
   name = zarr_source.precipitation_zarr(path=str(tmp_path / "store"), context=32, target=16, input_frames=2,
                                         lead_times=(1, 3), spatial_stride=8, test_fraction=0.25)
   train, test = (helpers.read_split(name, split, tmp_path / "prepared") for split in ("train", "test"))
+  assert not (tmp_path / "prepared").exists()  # a direct source: no prepared copy
   assert train["radar"].shape[1:] == (2, 32, 32) and train["state"].shape[1:] == (6, 32, 32)
   assert test["target"].shape[1:] == (2, 16, 16)
   # forecast times 1..8 x 2 x 2 windows; the last quarter of the times (7 and 8) is test
   assert len(train["radar"]) + len(test["radar"]) == 8 * 4 and len(test["radar"]) == 2 * 4
-  arrays = zarr_source.open_variables(str(tmp_path / "store"))
-  rain = arrays["precipitation"]
+  read = lambda variable: zarr_source.open_stores(str(tmp_path / "store"))[variable].read().result()
+  rain = read("precipitation")
   np.testing.assert_array_equal(train["radar"][0], rain[0:2, 0:32, 0:32])  # t = 1, corner (0, 0)
   np.testing.assert_array_equal(train["target"][0, 1], rain[4, 8:24, 8:24])  # lead 3, the central window
+  np.testing.assert_array_equal(train["state"][5, 4], read("humidity")[2, 0:32, 8:40])  # t = 2, corner (0, 8)
+  np.testing.assert_array_equal(test["radar"][3], rain[6:8, 8:40, 8:40])  # t = 7, corner (8, 8)
+  # a loader worker gets a pickled copy, which reopens the store
+  source = zarr_source.ZarrWindows(str(tmp_path / "store"), zarr_source.Geometry(32, 16, 2, (1, 3), 1, 8, 0.25),
+                                   "test")
+  copy = pickle.loads(pickle.dumps(source))
+  np.testing.assert_array_equal(copy[5]["state"], test["state"][5])
+  assert [e["target"].shape for e in copy.examples([0, 7])] == [(2, 16, 16)] * 2
+  with pytest.raises(UserError, match="has no split 'validation'; it has train, test"):
+    zarr_source.ZarrWindows(source.path, source.geometry, "validation")
 
 
 def test_zarr_loader_errors(tmp_path):
@@ -83,10 +96,13 @@ def test_zarr_loader_errors(tmp_path):
     zarr_source.precipitation_zarr(path=str(tmp_path / "absent"))
   _write_store(tmp_path / "partial", skip=("humidity",))
   with pytest.raises(UserError, match="no readable Zarr v3 array 'humidity'"):
-    zarr_source.open_variables(str(tmp_path / "partial"))
+    zarr_source.open_stores(str(tmp_path / "partial"))
   _write_store(tmp_path / "dims", dims=("t", "lat", "lon"))
   with pytest.raises(UserError, match="expected \\('time', 'y', 'x'\\)"):
-    zarr_source.open_variables(str(tmp_path / "dims"))
+    zarr_source.open_stores(str(tmp_path / "dims"))
+  _write_store(tmp_path / "short", steps=3)
+  with pytest.raises(UserError, match=r"\[time, y, x\] = \(3, 40, 40\) is too small"):
+    zarr_source.precipitation_zarr(path=str(tmp_path / "short"))
 
 
 def test_zarr_store_in_an_s3_bucket(monkeypatch):
@@ -95,10 +111,10 @@ def test_zarr_store_in_an_s3_bucket(monkeypatch):
       monkeypatch.setenv(name, value)
     url = f"s3://{storage_servers.BUCKET}/radar.zarr"
     _write_store(url)
-    arrays = zarr_source.open_variables(url)
-    assert sorted(arrays) == sorted(zarr_source.VARIABLES) and arrays["precipitation"].shape == (12, 40, 40)
+    source = zarr_source.ZarrWindows(url, zarr_source.Geometry(32, 16, 2, (1, 3), 1, 8, 0.25), "train")
+    assert len(source) == 6 * 4 and source[len(source) - 1]["radar"].shape == (2, 32, 32)
     with pytest.raises(UserError, match="does not exist"):
-      zarr_source.open_variables(f"s3://{storage_servers.BUCKET}/absent.zarr")
+      zarr_source.open_stores(f"s3://{storage_servers.BUCKET}/absent.zarr")
 
 
 def test_the_simulated_cache_must_be_local():
