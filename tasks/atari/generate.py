@@ -2,7 +2,8 @@
 
 Episode i of a game is played by policy KINDS[i % 5] with seed (seed, game, i); the result is deterministic.
 Writes one ArrayRecord file per game and `stats.json` with per-game and per-policy statistics of the behaviour
-returns (mean, best, worst, episodes, steps), which `play` reports next to the model's scores.
+returns (mean, best, worst, episodes, steps), which `play` reports next to the model's scores, and each episode's
+length, which indexes the training windows (windows.py).
 
   python -m shardline.tasks.atari.generate --data_dir /tmp/atari --episodes_per_game 10
 """
@@ -74,7 +75,8 @@ def generate(data_dir: str, games: Sequence[str] = DEFAULT_GAMES, episodes_per_g
     by_policy = {kind: _summary([float(e["episode_return"]) for e in played if str(e["policy"]) == kind],
                                 sum(len(e["actions"]) for e in played if str(e["policy"]) == kind))
                  for kind in policies.KINDS if any(str(e["policy"]) == kind for e in played)}
-    stats[game] = {"behaviour": _summary(returns, sum(len(e["actions"]) for e in played)), "by_policy": by_policy}
+    stats[game] = {"behaviour": _summary(returns, sum(len(e["actions"]) for e in played)), "by_policy": by_policy,
+                   "lengths": [len(e["actions"]) for e in played]}
   if interactive:
     print(file=sys.stderr)
   meta = {"games": list(games), "episodes_per_game": episodes_per_game, "max_steps": max_steps, "seed": seed}

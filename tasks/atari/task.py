@@ -1,6 +1,7 @@
-"""The MGDT seqio task: windows of K consecutive timesteps from the generated episodes of several games.
+"""The MGDT task: windows of K consecutive timesteps from the generated episodes of several games.
 
-The data are generated on the first use (generate.py) into `data_dir` and reused afterwards. Each example:
+The data are generated on the first use (generate.py) into `data_dir` and reused afterwards. The windows are read
+directly from the episode files (windows.py); the task is also a seqio task over the same windows. Each example:
   observations [K, 84, 84] uint8, returns_to_go [K] float32, actions [K] int32, rewards [K] int32 (clipped),
   game [] int32 (index into `games`, for reporting only; the model never sees it).
 Windows start every `stride` steps. Every `validation_every`-th episode of a game is held out as 'validation'.
@@ -17,11 +18,13 @@ import tensorflow as tf
 
 from shardline.core import paths
 from shardline.core.errors import UserError
-from shardline.tasks.atari import episodes, generate
+from shardline.data import sources
+from shardline.tasks.atari import episodes, generate, windows
 
 DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), ".cache", "shardline", "atari")
 FEATURES = {"observations": tf.uint8, "returns_to_go": tf.float32, "actions": tf.int32, "rewards": tf.int32,
             "game": tf.int32}
+RANKS = {"observations": 3, "returns_to_go": 1, "actions": 1, "rewards": 1, "game": 0}
 
 
 def ensure_generated(data_dir: str, games: Sequence[str], episodes_per_game: int, max_steps: int,
@@ -31,31 +34,10 @@ def ensure_generated(data_dir: str, games: Sequence[str], episodes_per_game: int
   wanted = {"games": list(games), "episodes_per_game": episodes_per_game, "max_steps": max_steps, "seed": seed}
   if os.path.exists(stats_path):
     with open(stats_path) as f:
-      if json.load(f)["config"] == wanted:
-        return
+      stats = json.load(f)
+    if stats["config"] == wanted and all("lengths" in s for s in stats["games"].values()):
+      return  # (data from before the lengths were recorded is generated again)
   generate.generate(data_dir, games, episodes_per_game, max_steps, seed)
-
-
-def windows(data_dir: str, games: Sequence[str], split: str, k: int, stride: int,
-            validation_every: int) -> Dict[str, np.ndarray]:
-  """Every window of a split, stacked."""
-  out = {name: [] for name in FEATURES}
-  for g, game in enumerate(games):
-    for i, episode in enumerate(episodes.read(episodes.path_for(data_dir, game))):
-      held_out = i % validation_every == validation_every - 1
-      if held_out != (split == "validation"):
-        continue
-      length = len(episode["actions"])
-      for start in range(0, max(length - k, 0) + 1, stride):
-        end = start + k
-        if end > length:
-          break
-        out["observations"].append(episode["observations"][start:end])
-        out["returns_to_go"].append(episode["returns_to_go"][start:end])
-        out["actions"].append(episode["actions"][start:end])
-        out["rewards"].append(episodes.clip_reward(episode["rewards"][start:end]))
-        out["game"].append(g)
-  return {name: np.stack(v).astype(FEATURES[name].as_numpy_dtype) for name, v in out.items()}
 
 
 @gin.configurable(module="tasks")
@@ -75,16 +57,18 @@ def atari_episodes(data_dir: str = DEFAULT_DATA_DIR, games: Sequence[str] = gene
   key = repr((os.path.abspath(data_dir), games, episodes_per_game, max_steps, seed, timesteps, stride,
               validation_every))
   name = f"atari_k{timesteps}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+  open_split = lambda split: windows.AtariWindows(data_dir, games, split, timesteps, stride, validation_every)
   if name not in seqio.TaskRegistry.names():
     def dataset_fn(split: str, shuffle_files: bool) -> tf.data.Dataset:
       del shuffle_files
-      return tf.data.Dataset.from_tensor_slices(windows(data_dir, games, split, timesteps, stride,
-                                                        validation_every))
-    seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset_fn, splits=("train", "validation")),
+      source = open_split(split)
+      return tf.data.Dataset.from_generator(lambda: (source[i] for i in range(len(source))), output_signature={
+          key: tf.TensorSpec((None,) * rank, FEATURES[key]) for key, rank in RANKS.items()})
+    seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset_fn, splits=windows.SPLITS),
                            preprocessors=[], output_features={
                                key: seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=dtype,
-                                                  rank=3 if key == "observations" else 1 if key != "game" else 0)
-                               for key, dtype in FEATURES.items()})
+                                                  rank=RANKS[key]) for key, dtype in FEATURES.items()})
+  sources.register_direct(name, open_split)
   return name
 
 

@@ -2,11 +2,13 @@
 through ArrayRecord; windows; a malformed record stops with a clear error; a split with no train or no validation
 episodes stops before generating; every known game has a ROM, a scripted policy and published random and human
 scores."""
+import pickle
+
 import numpy as np
 import pytest
 
 from shardline.core.errors import UserError
-from shardline.tasks.atari import environment, episodes, generate, policies, task
+from shardline.tasks.atari import environment, episodes, generate, policies, task, windows
 from shardline.training import atari_play as play
 
 
@@ -38,11 +40,12 @@ def test_every_known_game_has_a_rom_a_scripted_policy_and_published_scores():
     assert 0 <= action < environment.NUM_ACTIONS
 
 
-def test_generator_is_deterministic_and_round_trips(tmp_path):
+def test_generator_is_deterministic_and_round_trips_and_its_windows_are_read_directly(tmp_path):
+  first_of = lambda game: list(episodes.read(episodes.path_for(str(tmp_path / "a"), game)))
   stats = generate.generate(str(tmp_path / "a"), games=("Freeway", "Pong"), episodes_per_game=3, max_steps=20)
   generate.generate(str(tmp_path / "b"), games=("Freeway", "Pong"), episodes_per_game=3, max_steps=20)
   for game in ("Freeway", "Pong"):
-    first = list(episodes.read(episodes.path_for(str(tmp_path / "a"), game)))
+    first = first_of(game)
     second = list(episodes.read(episodes.path_for(str(tmp_path / "b"), game)))
     assert len(first) == 3
     for x, y in zip(first, second):
@@ -51,9 +54,30 @@ def test_generator_is_deterministic_and_round_trips(tmp_path):
       np.testing.assert_array_equal(x["returns_to_go"], np.cumsum(np.sign(x["rewards"])[::-1])[::-1])
     assert stats[game]["behaviour"]["episodes"] == 3
   assert [str(e["policy"]) for e in first] == ["random", "sticky_random", "heuristic"]
-  windows = task.windows(str(tmp_path / "a"), ("Freeway", "Pong"), "train", k=4, stride=2, validation_every=3)
-  assert windows["observations"].shape[1:] == (4, 84, 84) and set(windows["game"].tolist()) == {0, 1}
-  assert windows["rewards"].min() >= -1 and windows["rewards"].max() <= 1
+  source = windows.AtariWindows(str(tmp_path / "a"), ("Freeway", "Pong"), "train", k=4, stride=2,
+                                validation_every=3)
+  train = [source[i] for i in range(len(source))]
+  assert train[0]["observations"].shape == (4, 84, 84) and {int(w["game"]) for w in train} == {0, 1}
+  assert min(w["rewards"].min() for w in train) >= -1 and max(w["rewards"].max() for w in train) <= 1
+  # episodes 0 and 1 of each game train (episode 2 is validation); windows start every 2 steps
+  lengths = [len(e["actions"]) for game in ("Freeway", "Pong") for e in first_of(game)[:2]]
+  assert len(source) == sum((n - 4) // 2 + 1 for n in lengths)
+  pong = first_of("Pong")[1]
+  last = source[len(source) - 1]  # Pong's episode 1, its last window
+  start = (len(pong["actions"]) - 4) // 2 * 2
+  np.testing.assert_array_equal(last["observations"], pong["observations"][start:start + 4])
+  np.testing.assert_array_equal(last["rewards"], np.sign(pong["rewards"][start:start + 4]))
+  batch = source.examples([len(source) - 1, 0, 1])  # each episode decoded once; the same windows
+  np.testing.assert_array_equal(batch[0]["actions"], last["actions"])
+  np.testing.assert_array_equal(batch[2]["returns_to_go"], train[1]["returns_to_go"])
+  copy = pickle.loads(pickle.dumps(source))  # as a loader worker gets it
+  np.testing.assert_array_equal(copy[3]["observations"], train[3]["observations"])
+  validation = windows.AtariWindows(str(tmp_path / "a"), ("Freeway", "Pong"), "validation", 4, 2, 3)
+  assert {int(validation[i]["game"]) for i in range(len(validation))} == {0, 1}
+  with pytest.raises(UserError, match="no split 'test'"):
+    windows.AtariWindows(str(tmp_path / "a"), ("Pong",), "test", 4, 2, 3)
+  with pytest.raises(UserError, match="is 400 steps long"):
+    windows.AtariWindows(str(tmp_path / "a"), ("Pong",), "train", 400, 2, 3)
   every = np.concatenate([e["returns_to_go"] for game in ("Freeway", "Pong")
                           for e in episodes.read(episodes.path_for(str(tmp_path / "a"), game))])
   assert task.returns_to_go_range(str(tmp_path / "a"), ("Freeway", "Pong")) == (every.min(), every.max())
