@@ -14,10 +14,12 @@ def tokenize_caption(caption: tf.Tensor, length: int) -> tf.Tensor:
   return tf.ensure_shape(tf.cast(ids, tf.int32), [length])
 
 
-def output_features() -> dict:
-  """The seqio features of an image-text task: image, text ids and an integer label."""
+def output_features(encoded_images: bool = False) -> dict:
+  """The seqio features of an image-text task: image (float32 [H, W, C], or the encoded bytes), text ids and an
+  integer label."""
+  image = dict(dtype=tf.string, rank=0) if encoded_images else dict(dtype=tf.float32, rank=3)
   return {
-      "image": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.float32, rank=3),
+      "image": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, **image),
       "text": seqio.Feature(VOCABULARY, add_eos=False, dtype=tf.int32, rank=1),
       "label": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.int32, rank=0),
   }

@@ -6,6 +6,7 @@ import tensorflow_datasets as tfds
 
 from shardline.models.limoe import text
 from shardline.core.errors import UserError
+from shardline.data import augment
 from shardline.tasks import digits, digits_captions, tfds_image_text
 from tests import helpers
 
@@ -37,9 +38,13 @@ def _write_image_text_dataset(data_dir):
 def test_reads_a_prepared_image_text_dataset(tmp_path):
   _write_image_text_dataset(tmp_path)
   name = tfds_image_text.tfds_image_text(tfds_name="shardline_tiny_captions", data_dir=str(tmp_path),
-                                         image_size=8, channels=1, text_length=12)
-  examples = helpers.read_split(name, "train", tmp_path / "cache")
-  assert examples["image"].shape == (6, 8, 8, 1) and examples["text"].shape == (6, 12)
+                                         text_length=12)
+  stored = helpers.read_split(name, "train", tmp_path / "cache")
+  assert stored["image"].dtype.kind == "S" and stored["image"][0].startswith(b"\x89PNG")  # kept encoded
+  examples = helpers.read_split(name, "train", tmp_path / "cache", augment.EvalImages(size=8, channels=1,
+                                                                                      crop_fraction=1.0))
+  assert examples["image"].shape == (6, 8, 8, 1) and examples["image"].dtype == np.uint8
+  assert examples["text"].shape == (6, 12) and examples["image"].std() > 10  # the random pixels, resized
   decoded = sorted(bytes(int(t) - 3 for t in row if t >= 3).decode() for row in examples["text"])
   assert decoded == sorted(f"picture {i}" for i in range(6))  # the first caption of each image
   assert set(examples["label"].tolist()) == {-1}
