@@ -108,6 +108,8 @@ def main() -> None:
       link = os.path.join(env["PYTHONPATH"], "shardline", top)
       if not os.path.islink(link):
         os.symlink(os.path.join(os.path.abspath(args.old_checkout), top), link)
+  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.old_checkout or repo,
+                          capture_output=True, text=True).stdout.strip()
   rows = []
   for images in args.images:
     data_dir = os.path.join(args.root, f"{file_format}_{images}")
@@ -124,7 +126,8 @@ def main() -> None:
       raise SystemExit(f"training on {images} images failed with exit code {code}")
     rows.append({"images": images, "dataset_gib": folder_bytes(data_dir) / 2**30, "seconds": seconds,
                  "peak_rss_gib": own / 2**30, "peak_rss_with_workers_gib": total / 2**30,
-                 "loader": "old (materialise)" if args.old_checkout else "streaming"})
+                 "loader": "old (materialise)" if args.old_checkout else "streaming", "commit": commit,
+                 "date": time.strftime("%Y-%m-%d")})
     print(f"  peak RSS {own / 2**30:.2f} GiB ({total / 2**30:.2f} GiB with workers), {seconds:.0f} s", flush=True)
   print("| loader | images | dataset GiB | peak RSS GiB | with workers GiB | wall s |")
   print("|---|---|---|---|---|---|")
