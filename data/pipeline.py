@@ -174,6 +174,8 @@ class DevicePrefetcher:
     return self._next(element)
 
   def _next(self, element: int) -> Dict[str, jax.Array]:
+    if not self._first <= element < self._last:  # nothing would ever arrive: fail instead of waiting forever
+      raise IndexError(f"element {element} is outside the prefetched range {self._first}..{self._last - 1}")
     got, value = self._queue.get()
     if got is None:
       raise value

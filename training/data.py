@@ -52,11 +52,14 @@ class SplitFeeder:
 
   def train_stream(self, sampler: order.StepSampler, start_step: int, steps: int,
                    shardings: Dict[str, NamedSharding]) -> pipeline.DevicePrefetcher:
-    """Global batches of training steps start_step..steps-1, prefetched (close it when done)."""
+    """Global batches of training steps start_step..steps-1, prefetched (close it when done). A run with no step
+    left (start_step == steps: a finished run started again) still gets the batch of start_step, which the step
+    is compiled against."""
     shape = (sampler.global_batch,)
     rows = _rows(shardings, shape)
     loader = pipeline.RowLoader(self.source, shardings, self.settings.train_transform, sampler.seed)
-    return pipeline.DevicePrefetcher(pipeline.TrainBatches(loader, sampler, rows), start_step, steps, shardings,
+    return pipeline.DevicePrefetcher(pipeline.TrainBatches(loader, sampler, rows), start_step,
+                                     max(steps, start_step + 1), shardings,
                                      sampler.global_batch, self.settings.workers, self.settings.prefetch,
                                      _value_ranges(self.settings.train_transform))
 

@@ -11,7 +11,7 @@ EXPERIMENT = "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin"
 def _train(model_dir, steps):
   return helpers.run_shardline(
       "train", EXPERIMENT, f"--gin.MODEL_DIR='{model_dir}'", f"--gin.train.steps={steps}",
-      "--gin.train.log_every=2", "--gin.train.eval_every=4", "--gin.train.checkpoint_every=2")
+      "--gin.train.log_every=2", "--gin.train.eval_every=4", "--gin.train.checkpoint_every=2", timeout=300)
 
 
 def test_train_resume_and_eval(tmp_path):
@@ -35,6 +35,10 @@ def test_train_resume_and_eval(tmp_path):
   assert "Resuming from checkpoint step 4" in second.stdout and "steps 4->6" in second.stdout
   assert "step 2 |" not in second.stdout  # it did not start over
   assert sorted(os.listdir(model_dir / "checkpoints"), key=int) == ["2", "4", "6"]
+
+  finished = _train(model_dir, 6)  # a finished run started again (`make demo` twice) ends at once
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  assert "steps 6->6" in finished.stdout and "Training finished" in finished.stdout
 
   evaluated = helpers.run_shardline("eval", EXPERIMENT, f"--gin.MODEL_DIR='{model_dir}'")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
