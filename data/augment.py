@@ -22,8 +22,17 @@ import numpy as np
 from PIL import Image
 
 _JPEG_MAGIC = b"\xff\xd8"
+
+
+def _rgb(flag: int) -> int:
+  """A reduced-scale colour flag decoding RGB: OpenCV's IMREAD_REDUCED_COLOR_* decode BGR (IMREAD_COLOR_BGR is
+  one of their bits), and IMREAD_COLOR_RGB takes that bit's place."""
+  return (flag & ~cv2.IMREAD_COLOR_BGR) | cv2.IMREAD_COLOR_RGB
+
+
 # (decoded size divisor, cv2 flag) for colour and for grayscale, finest first.
-_REDUCED = {3: ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)),
+_REDUCED = {3: ((8, _rgb(cv2.IMREAD_REDUCED_COLOR_8)), (4, _rgb(cv2.IMREAD_REDUCED_COLOR_4)),
+                (2, _rgb(cv2.IMREAD_REDUCED_COLOR_2))),
             1: ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
                 (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))}
 _FULL = {3: cv2.IMREAD_COLOR_RGB, 1: cv2.IMREAD_GRAYSCALE}
