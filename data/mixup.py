@@ -4,7 +4,8 @@ Each example is mixed with its neighbour in the global batch (the row before it,
 step: lam ~ Beta(alpha, alpha), folded to max(lam, 1 - lam) so each row's own example dominates. The random key
 is the train step's (the run's seed folded with the step, kept in the checkpoint), so a resumed or elastic run
 mixes identically: the weight depends on (seed, step) only, and the neighbour is a row of the global batch,
-whatever the number of processes.
+whatever the number of processes. With gradient accumulation each microbatch is mixed on its own, with its own
+key (training/microbatches.py).
 """
 from typing import Tuple
 
