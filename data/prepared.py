@@ -8,7 +8,6 @@
 (images decoded). Opening checks that every shard is present at its recorded size; damage inside a shard is
 caught when its records are read (riegeli hashes every chunk) and named by shard and record.
 """
-import bisect
 import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -16,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from shardline.core.errors import UserError
-from shardline.data import records
+from shardline.data import records, shards
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -64,9 +63,10 @@ class PreparedSource:
     self.directory = directory
     self.features: Dict[str, Dict[str, Any]] = manifest["features"]
     self.shards: List[Dict[str, Any]] = manifest["shards"]
-    self._starts = list(np.cumsum([0] + [s["examples"] for s in self.shards]))
     self._check_shards()
-    self._readers: Dict[int, Any] = {}
+    self._records = shards.ShardedRecords(
+        [os.path.join(directory, s["file"]) for s in self.shards], [s["examples"] for s in self.shards], "shard",
+        "The shard is damaged; delete it and re-run `shardline data prepare`, which rewrites only that shard.")
 
   def _check_shards(self) -> None:
     for shard in self.shards:
@@ -81,48 +81,18 @@ class PreparedSource:
                         "`shardline data prepare`, which rewrites only that shard.")
 
   def __len__(self) -> int:
-    return int(self._starts[-1])
-
-  def __getstate__(self):
-    return {k: v for k, v in self.__dict__.items() if k != "_readers"} | {"_readers": {}}
-
-  def _reader(self, shard: int):
-    if shard not in self._readers:
-      from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-      path = os.path.join(self.directory, self.shards[shard]["file"])
-      self._readers[shard] = array_record_module.ArrayRecordReader(path, "readahead_buffer_size:0")
-    return self._readers[shard]
+    return len(self._records)
 
   def record(self, index: int) -> bytes:
     """The stored bytes of example `index`."""
-    if not 0 <= index < len(self):
-      raise IndexError(f"example {index} of a split of {len(self)}")
-    shard = bisect.bisect_right(self._starts, index) - 1
-    local = index - self._starts[shard]
-    try:
-      return self._reader(shard).read([local])[0]
-    except Exception as e:  # riegeli reports damaged chunks as RuntimeError or ValueError
-      raise UserError(
-          f"Record {local} of shard {os.path.join(self.directory, self.shards[shard]['file'])} (example {index}) "
-          f"cannot be read: {type(e).__name__}: {str(e).splitlines()[0]}. The shard is damaged; delete it and "
-          "re-run `shardline data prepare`, which rewrites only that shard.") from e
+    return self._records.read(index)
 
   def __getitem__(self, index: int) -> records.Example:
     return self._example(index, self.record(index))
 
   def examples(self, indices: Sequence[int]) -> List[records.Example]:
     """Several examples, read shard by shard in one call each (much faster than one by one)."""
-    indices = [int(i) for i in indices]
-    shards = [bisect.bisect_right(self._starts, i) - 1 for i in indices]
-    stored: Dict[int, bytes] = {}
-    for shard in sorted(set(shards)):
-      wanted = [i for i, s in zip(indices, shards) if s == shard]
-      try:
-        got = self._reader(shard).read([i - self._starts[shard] for i in wanted])
-      except Exception:  # pylint: disable=broad-except  one by one, to name the damaged record
-        got = [self.record(i) for i in wanted]
-      stored.update(zip(wanted, got))
-    return [self._example(i, stored[i]) for i in indices]
+    return [self._example(int(i), record) for i, record in zip(indices, self._records.read_many(indices))]
 
   def _example(self, index: int, record: bytes) -> records.Example:
     stored = self._decode(index, record)
@@ -135,24 +105,19 @@ class PreparedSource:
     """One feature of the examples at `indices`, stacked, without decoding the others (e.g. every label)."""
     return np.stack([self._decode(i, self.record(i), keys=(name,))[name] for i in indices])
 
-  def _where(self, index: int) -> str:
-    shard = bisect.bisect_right(self._starts, index) - 1
-    return (f"record {index - self._starts[shard]} of shard "
-            f"{os.path.join(self.directory, self.shards[shard]['file'])} (example {index})")
-
   def _decode(self, index: int, record: bytes, keys=None) -> records.Example:
     try:
       return records.decode(record, keys)
     except Exception as e:  # zipfile / numpy raise several types for damaged bytes
-      raise UserError(f"The {self._where(index)} does not parse ({type(e).__name__}: {e}). Delete the shard and "
-                      "re-run `shardline data prepare`.") from e
+      raise UserError(f"The {self._records.where(index)} does not parse ({type(e).__name__}: {e}). Delete the "
+                      "shard and re-run `shardline data prepare`.") from e
 
   def _decode_image(self, index: int, data: np.ndarray) -> np.ndarray:
     try:
       return records.decode_image(data)
     except Exception as e:  # PIL raises several types for bad image bytes
-      raise UserError(f"The image of the {self._where(index)} fails to decode ({type(e).__name__}: {e}). Delete "
-                      "the shard and re-run `shardline data prepare`.") from e
+      raise UserError(f"The image of the {self._records.where(index)} fails to decode ({type(e).__name__}: "
+                      f"{e}). Delete the shard and re-run `shardline data prepare`.") from e
 
   def describe(self) -> str:
     return f"{len(self):,} examples in {len(self.shards)} ArrayRecord shard(s) under {self.directory}"

@@ -13,7 +13,6 @@ dimensions); seqio stores ragged features with extra row-length keys, which are 
 Random access needs the cache written with preserve_random_access=True (ArrayRecord group size 1): with seqio's
 default group size (the shard count), every read decompresses a group of records.
 """
-import bisect
 import glob
 import json
 import os
@@ -22,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from shardline.core.errors import UserError
+from shardline.data import shards
 
 COMPLETED = "COMPLETED"
 _DTYPES = {"int32": np.int32, "int64": np.int64, "bool": np.bool_, "float32": np.float32, "float64": np.float64,
@@ -77,8 +77,8 @@ class SeqioCacheSource:
                       "or restore them.")
     if expected is not None:
       self._check_expected(expected)
-    self._readers: Dict[int, Any] = {}
-    self._starts = list(np.cumsum([0] + [self._reader(s).num_records() for s in range(len(self.paths))]))
+    self._records = shards.ShardedRecords(self.paths, None, "the seqio cache shard",
+                                          "The shard is damaged; re-run the caching job.")
 
   def _dense_features(self, info: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
     features = {}
@@ -106,41 +106,20 @@ class SeqioCacheSource:
                       f" (it has {', '.join(self.features)}). It was made by another version of the task; re-run "
                       "the caching job, or remove the folder from stream.seqio_cache_dirs.")
 
-  def __getstate__(self):
-    return {**self.__dict__, "_readers": {}}
-
   def __len__(self) -> int:
-    return int(self._starts[-1])
-
-  def _reader(self, shard: int):
-    if shard not in self._readers:
-      from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-      try:
-        self._readers[shard] = array_record_module.ArrayRecordReader(self.paths[shard], "readahead_buffer_size:0")
-      except Exception as e:  # riegeli reports a damaged footer as RuntimeError or ValueError
-        raise UserError(f"The seqio cache shard {self.paths[shard]} cannot be opened ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0]}). It is damaged; re-run the caching job.") from e
-    return self._readers[shard]
-
-  def _locate(self, index: int):
-    if not 0 <= index < len(self):
-      raise IndexError(f"example {index} of a split of {len(self)}")
-    shard = bisect.bisect_right(self._starts, index) - 1
-    return shard, index - self._starts[shard]
+    return len(self._records)
 
   def _parse(self, index: int, record: bytes) -> Dict[str, np.ndarray]:
     from tensorflow_datasets.proto import tf_example_pb2  # pylint: disable=g-import-not-at-top  (no TensorFlow)
-    shard, local = self._locate(index)
-    where = f"record {local} of {self.paths[shard]} (example {index})"
     try:
       stored = tf_example_pb2.Example.FromString(record).features.feature
     except Exception as e:  # protobuf's DecodeError
-      raise UserError(f"The {where} is not a tf.train.Example ({e}). The shard is damaged; re-run the caching "
-                      "job.") from e
+      raise UserError(f"The {self._records.where(index)} is not a tf.train.Example ({e}). The shard is damaged; "
+                      "re-run the caching job.") from e
     example = {}
     for name, spec in self.features.items():
       if name not in stored:
-        raise UserError(f"The {where} has no feature {name!r}, which {self.info_path} lists.")
+        raise UserError(f"The {self._records.where(index)} has no feature {name!r}, which {self.info_path} lists.")
       feature = stored[name]
       kind = feature.WhichOneof("kind")
       values = getattr(feature, kind).value if kind else []
@@ -154,32 +133,15 @@ class SeqioCacheSource:
     return example
 
   def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
-    shard, local = self._locate(int(index))
-    try:
-      record = self._reader(shard).read([local])[0]
-    except UserError:
-      raise
-    except Exception as e:  # riegeli reports damaged chunks as RuntimeError or ValueError
-      raise UserError(f"Record {local} of the seqio cache shard {self.paths[shard]} (example {index}) cannot be "
-                      f"read: {type(e).__name__}: {str(e).splitlines()[0]}. Re-run the caching job.") from e
-    return self._parse(int(index), record)
+    return self._parse(int(index), self._records.read(int(index)))
 
   def examples(self, indices: Sequence[int]) -> List[Dict[str, np.ndarray]]:
     """Several examples, read shard by shard in one call each."""
-    indices = [int(i) for i in indices]
-    located = [self._locate(i) for i in indices]
-    stored: Dict[int, bytes] = {}
-    for shard in sorted({s for s, _ in located}):
-      wanted = [(i, local) for i, (s, local) in zip(indices, located) if s == shard]
-      try:
-        stored.update(zip([i for i, _ in wanted], self._reader(shard).read([local for _, local in wanted])))
-      except Exception:  # pylint: disable=broad-except  one by one, to name the damaged record
-        stored.update((i, None) for i, _ in wanted)
-    return [self[i] if stored[i] is None else self._parse(i, stored[i]) for i in indices]
+    return [self._parse(int(i), record) for i, record in zip(indices, self._records.read_many(indices))]
 
   def group_size(self) -> int:
     """Records per compressed chunk in the first shard (1 when written with preserve_random_access)."""
-    options = dict(option.split(":", 1) for option in self._reader(0).writer_options_string().split(",")
+    options = dict(option.split(":", 1) for option in self._records.reader(0).writer_options_string().split(",")
                    if ":" in option)
     return int(options.get("group_size", 1))
 
