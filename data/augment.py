@@ -36,15 +36,7 @@ _REDUCED = {3: ((8, _rgb(cv2.IMREAD_REDUCED_COLOR_8)), (4, _rgb(cv2.IMREAD_REDUC
             1: ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
                 (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))}
 _FULL = {3: cv2.IMREAD_COLOR_RGB, 1: cv2.IMREAD_GRAYSCALE}
-_threads_limited = False
-
-
-def _single_threaded() -> None:
-  """OpenCV's own thread pool off: each loader worker is one core's worth of work."""
-  global _threads_limited
-  if not _threads_limited:
-    cv2.setNumThreads(1)
-    _threads_limited = True
+cv2.setNumThreads(1)  # OpenCV's own thread pool off: each loader worker is one core's worth of work
 
 
 def _is_encoded(image) -> bool:
@@ -144,7 +136,6 @@ class TrainImages:
     return {"image": tuple(self.value_range)}
 
   def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
-    _single_threaded()
     image = _Image(example["image"], self.channels)
     pixels = image.region(inception_crop_box(image.height, image.width, rng, self.area_range), self.size)
     if self.flip and rng.random() < 0.5:
@@ -175,7 +166,6 @@ class EvalImages:
 
   def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
     del rng  # deterministic
-    _single_threaded()
     image = _Image(example["image"], self.channels)
     # The central square of side crop_fraction x the shorter side, resized to size x size.
     side = self.crop_fraction * min(image.width, image.height)

@@ -15,8 +15,6 @@ from shardline.core.errors import UserError
 from shardline.tasks.atari import episodes
 
 SPLITS = ("train", "validation")
-DTYPES = {"observations": np.uint8, "returns_to_go": np.float32, "actions": np.int32, "rewards": np.int32,
-          "game": np.int32}
 
 
 def episode_lengths(data_dir: str) -> Dict[str, List[int]]:
