@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
+# Reinstalled when the package definition or the C extension (built by the install) changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py data/_jpeg_window.c | cksum | cut -d' ' -f1)
 DEMO_DIR ?= runs/vit22b_tiny_digits_cpu8
 # libtpu is installed for ahead-of-time TPU compiles only; training here runs on the host CPU.
 export JAX_PLATFORMS ?= cpu

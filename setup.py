@@ -1,7 +1,9 @@
-"""Maps each top-level folder of the repository to the package `shardline.<folder>`.
+"""Maps each top-level folder of the repository to the package `shardline.<folder>`, and builds the one C
+extension, the loader's partial JPEG decoder (data/_jpeg_window.c).
 
 `shardline` itself is a namespace package, so the repository root needs no `__init__.py`; pyproject.toml holds
-everything else.
+everything else. The decoder needs libjpeg-turbo's headers (Debian/Ubuntu: libjpeg-turbo8-dev or
+libjpeg62-turbo-dev); without them it is skipped and the loader decodes whole JPEGs instead.
 """
 import os
 
@@ -21,4 +23,6 @@ def _packages():
 
 
 _PACKAGES, _PACKAGE_DIR = _packages()
-setuptools.setup(packages=_PACKAGES, package_dir=_PACKAGE_DIR)
+_JPEG_WINDOW = setuptools.Extension("shardline.data._jpeg_window", ["data/_jpeg_window.c"], libraries=["jpeg"],
+                                    optional=True)
+setuptools.setup(packages=_PACKAGES, package_dir=_PACKAGE_DIR, ext_modules=[_JPEG_WINDOW])

@@ -5,43 +5,46 @@ A transform is called as transform(example, rng) with rng seeded from (seed, epo
 example in the same epoch is augmented the same way after a resume or on another number of processes. The
 'image' feature may be encoded bytes (decoded here) or a decoded uint8/float array.
 
-Decoding and resizing use OpenCV rather than Pillow: on 240-500 px JPEGs, OpenCV's decode is 1.3x faster than
-Pillow's, and its bilinear crop-resize to 224 px 5x faster (0.06 against 0.35 ms), which together nearly halve
-the time per image. The resize is bilinear without antialiasing, as tf.image.resize in big_vision's pipeline.
+A JPEG crop is decoded alone, as tf.io.decode_and_crop_jpeg decodes it: shardline's libjpeg-turbo extension
+(data/_jpeg_window.c) skips the rows above the crop, stops below it, and transforms only the columns over it, with
+TensorFlow's settings (fast integer DCT, fancy upsampling), so the pixels equal TensorFlow's. Where that extension
+was not built (no libjpeg-turbo headers at install), or for a CMYK JPEG, the whole image is decoded with simplejpeg
+with the same settings (tf.io.decode_jpeg's pixels) and then cropped; along the crop's edges those pixels can
+differ from a partial decode's by a few levels, as upsampling there sees the image's neighbours. A JPEG header is
+read with simplejpeg in a microsecond. PNGs, and JPEGs that libjpeg-turbo refuses, are decoded with OpenCV, which
+(as TensorFlow) decodes one with stray bytes between markers and refuses a truncated one. OpenCV also resizes: its
+bilinear crop-resize to 224 px is 5x faster than Pillow's, and like tf.image.resize in big_vision's pipeline it
+does not antialias.
 
 Images leave the workers as uint8, a quarter of the bytes of float32 through shared memory and to the devices;
 `device_value_ranges` tells the loader to map them to float32 in `value_range` on the device.
 """
 import dataclasses
-import io
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import gin
 import numpy as np
-from PIL import Image
+import simplejpeg
 
-_JPEG_MAGIC = b"\xff\xd8"
+try:
+  from shardline.data import _jpeg_window  # built by setup.py where libjpeg-turbo's headers are found
+except ImportError:
+  _jpeg_window = None
 
-
-def _rgb(flag: int) -> int:
-  """A reduced-scale colour flag decoding RGB: OpenCV's IMREAD_REDUCED_COLOR_* decode BGR (IMREAD_COLOR_BGR is
-  one of their bits), and IMREAD_COLOR_RGB takes that bit's place."""
-  return (flag & ~cv2.IMREAD_COLOR_BGR) | cv2.IMREAD_COLOR_RGB
-
-
-# (decoded size divisor, cv2 flag) for colour and for grayscale, finest first.
-_REDUCED = {3: ((8, _rgb(cv2.IMREAD_REDUCED_COLOR_8)), (4, _rgb(cv2.IMREAD_REDUCED_COLOR_4)),
-                (2, _rgb(cv2.IMREAD_REDUCED_COLOR_2))),
-            1: ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
-                (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))}
 _FULL = {3: cv2.IMREAD_COLOR_RGB, 1: cv2.IMREAD_GRAYSCALE}
+_COLORSPACE = {3: "RGB", 1: "GRAY"}
+_DCT_SCALES = (8, 4, 2)  # the reduced scales whose IDCT is as fast as the full one's (not 7/8, 3/8, ...)
 cv2.setNumThreads(1)  # OpenCV's own thread pool off: each loader worker is one core's worth of work
 
 
+def _is_string_array(image) -> bool:
+  return isinstance(image, np.ndarray) and image.dtype.kind == "S"
+
+
 def _is_encoded(image) -> bool:
-  return isinstance(image, (bytes, np.bytes_)) or (isinstance(image, np.ndarray) and (
-      image.dtype.kind == "S" or (image.dtype == np.uint8 and image.ndim == 1)))
+  return isinstance(image, bytes) or (isinstance(image, np.ndarray) and (  # np.bytes_ is bytes
+      _is_string_array(image) or (image.dtype == np.uint8 and image.ndim == 1)))
 
 
 class _Image:
@@ -50,15 +53,15 @@ class _Image:
 
   def __init__(self, image, channels: int):
     self.channels = channels
-    if _is_encoded(image):
-      self.encoded = np.frombuffer(image.tobytes() if isinstance(image, np.ndarray) else bytes(image), np.uint8)
-      self.pixels = None
-      if self.encoded[:2].tobytes() == _JPEG_MAGIC:
-        self.width, self.height = Image.open(io.BytesIO(self.encoded)).size  # reads the header only
-      else:
-        self.pixels = self._decode(_FULL[channels])
+    self.encoded, self.pixels = None, None
+    if not _is_encoded(image):
+      self.pixels = self._converted(np.asarray(image))
     else:
-      self.encoded, self.pixels = None, self._converted(np.asarray(image))
+      self.encoded = image.tobytes() if _is_string_array(image) else image  # bytes, uint8 buffers: not copied
+      try:
+        self.height, self.width = simplejpeg.decode_jpeg_header(self.encoded)[:2]
+      except ValueError:  # not a JPEG, or one TurboJPEG cannot read
+        self.pixels = self._opencv_decode()
     if self.pixels is not None:
       self.height, self.width = self.pixels.shape[:2]
 
@@ -72,31 +75,73 @@ class _Image:
                else image.mean(-1, keepdims=True).round().astype(np.uint8))
     return image
 
-  def _decode(self, flag: int) -> np.ndarray:
-    pixels = cv2.imdecode(self.encoded, flag | cv2.IMREAD_IGNORE_ORIENTATION)  # as TensorFlow: no EXIF rotation
+  def _opencv_decode(self, libjpeg_error: str = "") -> np.ndarray:
+    data = np.frombuffer(self.encoded, np.uint8)
+    pixels = cv2.imdecode(data, _FULL[self.channels] | cv2.IMREAD_IGNORE_ORIENTATION)  # as TF: no EXIF rotation
     if pixels is None:
-      raise ValueError(f"{len(self.encoded)} bytes that are not a JPEG or PNG image OpenCV can decode "
-                       f"(they start {self.encoded[:8].tobytes()!r})")
+      raise ValueError(f"{len(data)} bytes that are not a JPEG or PNG image OpenCV can decode (they start "
+                       f"{bytes(self.encoded[:8])!r})" + (f"; libjpeg-turbo: {libjpeg_error}" if libjpeg_error else ""))
     return self._converted(pixels)
+
+  def _window_decode(self, window: Tuple[int, int, int, int], divisor: int) -> Optional[np.ndarray]:
+    """The window (y0, x0, y1, x1) of the image at 1/divisor scale, decoding only it; None where the window
+    decoder is not built or cannot convert the JPEG's colours (CMYK)."""
+    if _jpeg_window is None:
+      return None
+    y0, x0, y1, x1 = window
+    out = np.empty((y1 - y0, x1 - x0 + _jpeg_window.MAX_SHIFT, self.channels), np.uint8)
+    shift = _jpeg_window.decode(self.encoded, out, y0, x0, y1 - y0, x1 - x0, self.channels, divisor)
+    return None if shift is None else out[:, shift:shift + x1 - x0]
+
+  def _jpeg_decode(self, box: Tuple[float, float, float, float], out_size: int) -> np.ndarray:
+    """The box's pixels, from a JPEG decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still gives the box at
+    least out_size pixels each way (see the module docstring for the decoders)."""
+    divisor = next((d for d in _DCT_SCALES if min(box[2], box[3]) >= d * out_size), 1)
+    window = _window(box, divisor, -(-self.height // divisor), -(-self.width // divisor))
+    try:
+      pixels = self._window_decode(window, divisor)
+      if pixels is None:
+        pixels = simplejpeg.decode_jpeg(self.encoded, colorspace=_COLORSPACE[self.channels], fastdct=True,
+                                        min_height=-(-self.height // divisor),
+                                        min_width=-(-self.width // divisor), min_factor=divisor)
+        pixels = _crop(pixels, window)
+    except ValueError as e:
+      pixels = self._opencv_decode(str(e))
+      pixels = _crop(pixels, _window(box, 1, *pixels.shape[:2]))
+    return pixels
 
   def region(self, box: Tuple[float, float, float, float], out_size: int) -> np.ndarray:
     """uint8 [out_size, out_size, channels]: box = (top, left, height, width) in full-size pixels, bilinearly
-    resized. A JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still gives the box at least
-    out_size pixels each way."""
-    top, left, h, w = box
-    pixels, scale = self.pixels, 1
-    if pixels is None:
-      for divisor, flag in _REDUCED[self.channels]:
-        if min(h, w) >= divisor * out_size:
-          pixels, scale = self._decode(flag), divisor
-          break
-      else:
-        pixels = self._decode(_FULL[self.channels])
-    y0, x0 = int(round(top / scale)), int(round(left / scale))
-    y1 = min(max(int(round((top + h) / scale)), y0 + 1), pixels.shape[0])
-    x1 = min(max(int(round((left + w) / scale)), x0 + 1), pixels.shape[1])
-    out = cv2.resize(pixels[y0:y1, x0:x1], (out_size, out_size), interpolation=cv2.INTER_LINEAR)
+    resized."""
+    if self.pixels is None:
+      pixels = self._jpeg_decode(box, out_size)
+    else:
+      pixels = _crop(self.pixels, _window(box, 1, self.height, self.width))
+    out = cv2.resize(pixels, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
     return out[..., None] if out.ndim == 2 else out
+
+
+def describe_jpeg_decoding() -> str:
+  """How the workers decode JPEGs, for the Data: line."""
+  if _jpeg_window is not None:
+    return "JPEGs: only the crop is decoded (libjpeg-turbo, as tf.io.decode_and_crop_jpeg)"
+  return ("JPEGs: decoded whole, as the partial decoder shardline.data._jpeg_window was not built; install "
+          "libjpeg-turbo's headers and reinstall shardline for faster loading (BENCHMARKS.md, Input layer)")
+
+
+def _window(box: Tuple[float, float, float, float], scale: int, height: int, width: int):
+  """(y0, x0, y1, x1): box = (top, left, h, w) in full-size pixels, in an image at 1/scale of height x width, at
+  least one pixel."""
+  top, left, h, w = box
+  y0, x0 = min(int(round(top / scale)), height - 1), min(int(round(left / scale)), width - 1)
+  y1 = min(max(int(round((top + h) / scale)), y0 + 1), height)
+  x1 = min(max(int(round((left + w) / scale)), x0 + 1), width)
+  return y0, x0, y1, x1
+
+
+def _crop(pixels: np.ndarray, window: Tuple[int, int, int, int]) -> np.ndarray:
+  y0, x0, y1, x1 = window
+  return pixels[y0:y1, x0:x1]
 
 
 def inception_crop_box(height: int, width: int, rng: np.random.Generator, area_range: Sequence[float],
@@ -135,6 +180,10 @@ class TrainImages:
   def device_value_ranges(self) -> Dict[str, Sequence[float]]:
     return {"image": tuple(self.value_range)}
 
+  def describe(self) -> str:
+    return (f"Inception crop to {self.size} px" + (", flip" if self.flip else "") + "; "
+            + describe_jpeg_decoding())
+
   def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
     image = _Image(example["image"], self.channels)
     pixels = image.region(inception_crop_box(image.height, image.width, rng, self.area_range), self.size)
@@ -163,6 +212,9 @@ class EvalImages:
 
   def device_value_ranges(self) -> Dict[str, Sequence[float]]:
     return {"image": tuple(self.value_range)}
+
+  def describe(self) -> str:
+    return f"central crop to {self.size} px; " + describe_jpeg_decoding()
 
   def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
     del rng  # deterministic

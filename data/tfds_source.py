@@ -35,7 +35,10 @@ class TfdsSource:
     return self._length
 
   def _rename(self, example: Dict[str, Any]) -> Dict[str, np.ndarray]:
-    return {new: np.asarray(example[old]) for old, new in self.renames.items()}
+    # Encoded images stay bytes (np.bytes_), which the transforms read in place: a copy into an array would cost
+    # as much as reading the record.
+    return {new: example[old] if isinstance(example[old], bytes) else np.asarray(example[old])
+            for old, new in self.renames.items()}
 
   def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
     return self._rename(self._open()[int(index)])

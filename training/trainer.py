@@ -198,8 +198,9 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
                                  distill),
           run.partitioner, run.state_sharding, run.batch_sharding, teacher.params_sharding if teacher else None)
       stream = stack.enter_context(train_feeder.train_stream(sampler, start_step, steps, run.batch_sharding))
+      transform = getattr(settings.train_transform, "describe", None)
       log(f"Data: {_describe(train_feeder.source)} | {settings.workers} loader worker(s), {settings.prefetch} "
-          "batch(es) prefetched to the devices")
+          "batch(es) prefetched to the devices" + (f" | {transform()}" if transform is not None else ""))
       with goodput.measure("compile"):
         compiled, flops = _compile(step_fn, state, stream.peek(start_step), *teacher_params)
       summaries = summaries_lib.Summaries(model_dir, primary)

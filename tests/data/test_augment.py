@@ -1,9 +1,11 @@
-"""The image transforms' decoding: a large JPEG decoded at a reduced DCT scale gives the pixels of a full decode,
-every input form (JPEG, PNG, uint8 and float arrays, grey and colour) is handled, and bad bytes are named."""
+"""The image transforms' decoding: JPEG pixels are TensorFlow's, a large JPEG decoded at a reduced DCT scale gives
+the pixels of a full decode, every input form (JPEG, PNG, uint8 and float arrays, grey and colour) is handled, and
+a truncated JPEG and bad bytes are named."""
 import cv2
 import numpy as np
 import pytest
 
+from shardline.core import errors as core_errors
 from shardline.data import augment
 
 
@@ -17,6 +19,29 @@ def _encoded(image: np.ndarray, extension: str) -> bytes:
   ok, data = cv2.imencode(extension, image[..., ::-1])  # OpenCV encodes BGR
   assert ok
   return data.tobytes()
+
+
+def test_jpeg_pixels_are_bit_identical_to_tensorflows_decode():
+  """big_vision decodes with tf.io.decode_jpeg (libjpeg-turbo's fast integer DCT); the workers' decode is the same."""
+  with core_errors.stderr_silenced():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  textured = np.clip(_photo(48) + np.random.default_rng(1).normal(0, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
+  jpeg = _encoded(textured, ".jpg")
+  for channels in (3, 1):
+    ours = augment.EvalImages(size=48, channels=channels, crop_fraction=1.0)({"image": jpeg}, None)["image"]
+    np.testing.assert_array_equal(ours, tf.io.decode_jpeg(jpeg, channels=channels).numpy())
+
+
+def test_a_truncated_jpeg_is_refused_and_a_stray_byte_is_not():
+  """As tf.io.decode_jpeg: a truncated image is an error, stray bytes between markers are only a warning (which
+  TurboJPEG refuses and OpenCV decodes)."""
+  jpeg = _encoded(_photo(64), ".jpg")
+  with pytest.raises(ValueError, match="libjpeg-turbo: Premature end of JPEG file"):
+    augment.EvalImages(size=64)({"image": jpeg[:len(jpeg) * 2 // 3]}, None)
+  start_of_scan = jpeg.index(b"\xff\xda")
+  stray = jpeg[:start_of_scan] + b"\x00\x07" + jpeg[start_of_scan:]
+  out = augment.EvalImages(size=64, crop_fraction=1.0)({"image": stray}, None)["image"]
+  np.testing.assert_array_equal(out, cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR_RGB))
 
 
 def test_a_large_jpeg_decoded_at_a_reduced_scale_matches_a_full_decode():

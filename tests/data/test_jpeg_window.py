@@ -1,0 +1,100 @@
+"""The loader's partial JPEG decoder (data/_jpeg_window.c): built by `make test`'s install, its windows are
+bit-identical to tf.io.decode_and_crop_jpeg's for every chroma subsampling, progressive JPEGs and windows at the
+image's edges; reduced-scale windows match a reduced-scale whole decode; CMYK is handed back; bad input raises."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shardline.core import errors as core_errors
+from shardline.data import augment
+
+_jpeg_window = augment._jpeg_window  # pylint: disable=protected-access
+
+
+@pytest.fixture(scope="module")
+def tf():
+  with core_errors.stderr_silenced():
+    import tensorflow  # pylint: disable=g-import-not-at-top
+  return tensorflow
+
+
+def _jpeg(height: int, width: int, mode: str = "RGB", **save_options) -> bytes:
+  rng = np.random.default_rng([height, width])
+  smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)).resize((width, height),
+                                                                                              Image.BICUBIC))
+  pixels = np.clip(smooth + rng.normal(0, 15, smooth.shape), 0, 255).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).convert(mode).save(buffer, format="JPEG", quality=90, **save_options)
+  return buffer.getvalue()
+
+
+def _window(data: bytes, top: int, left: int, height: int, width: int, channels: int = 3, divisor: int = 1):
+  out = np.empty((height, width + _jpeg_window.MAX_SHIFT, channels), np.uint8)
+  shift = _jpeg_window.decode(data, out, top, left, height, width, channels, divisor)
+  return None if shift is None else out[:, shift:shift + width]
+
+
+def test_the_decoder_is_built():
+  assert _jpeg_window is not None, (
+      "shardline.data._jpeg_window was not built: install libjpeg-turbo's headers (Debian/Ubuntu: "
+      "libjpeg62-turbo-dev or libjpeg-turbo8-dev) and reinstall shardline")
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2])  # 4:4:4, 4:2:2, 4:2:0
+@pytest.mark.parametrize("progressive", [False, True])
+def test_windows_are_bit_identical_to_tensorflows_decode_and_crop(tf, subsampling, progressive):
+  data = _jpeg(203, 317, subsampling=subsampling, progressive=progressive)
+  rng = np.random.default_rng(subsampling)
+  windows = [(0, 0, 203, 317), (202, 316, 1, 1), (0, 300, 203, 17), (150, 0, 53, 40), (17, 33, 1, 200)]
+  for _ in range(20):
+    height, width = int(rng.integers(1, 204)), int(rng.integers(1, 318))
+    windows.append((int(rng.integers(0, 204 - height)), int(rng.integers(0, 318 - width)), height, width))
+  for window in windows:
+    for channels in (3, 1):
+      expected = tf.io.decode_and_crop_jpeg(data, window, channels=channels).numpy()
+      np.testing.assert_array_equal(_window(data, *window, channels=channels), expected, err_msg=str(window))
+
+
+def test_a_grey_jpeg_decodes_to_grey_and_to_rgb(tf):
+  data = _jpeg(64, 80, mode="L")
+  for channels in (1, 3):
+    expected = tf.io.decode_and_crop_jpeg(data, (5, 9, 40, 50), channels=channels).numpy()
+    np.testing.assert_array_equal(_window(data, 5, 9, 40, 50, channels=channels), expected)
+
+
+def test_a_reduced_scale_window_is_the_reduced_scale_image_cropped(tf):
+  data = _jpeg(480, 640)
+  for divisor in (2, 4, 8):
+    whole = tf.io.decode_jpeg(data, ratio=divisor).numpy()
+    height, width = whole.shape[:2]
+    window = _window(data, height // 4, width // 3, height // 2, width // 2, divisor=divisor)
+    cropped = whole[height // 4:height // 4 + height // 2, width // 3:width // 3 + width // 2]
+    # The same pixels inside; along the window's edges the upsampling sees the edge, not the neighbours.
+    np.testing.assert_array_equal(window[2:-2, 2:-2], cropped[2:-2, 2:-2])
+    assert np.abs(window.astype(int) - cropped).max() <= 12
+
+
+def test_cmyk_is_handed_back_and_the_transform_still_decodes_it():
+  buffer = io.BytesIO()
+  Image.new("CMYK", (40, 30), (10, 200, 30, 0)).save(buffer, format="JPEG")
+  assert _window(buffer.getvalue(), 0, 0, 30, 40) is None
+  out = augment.EvalImages(size=30, crop_fraction=1.0)({"image": buffer.getvalue()}, None)["image"]
+  np.testing.assert_allclose(out[0, 0], (245, 55, 225), atol=2)  # Pillow's CMYK -> RGB of the same colour
+
+
+def test_bad_input_raises_value_error():
+  data = _jpeg(64, 64)
+  with pytest.raises(ValueError, match="Premature end of JPEG file"):
+    _window(data[:len(data) // 2], 0, 0, 64, 64)
+  with pytest.raises(ValueError, match="Not a JPEG file"):
+    _window(b"\x89PNG\r\n\x1a\n" + bytes(100), 0, 0, 8, 8)
+  with pytest.raises(ValueError, match=r"window \(60, 0, 8, 8\) outside the 64 x 64 image at 1/1 scale"):
+    _window(data, 60, 0, 8, 8)
+  with pytest.raises(ValueError, match="outside the 16 x 16 image at 1/4 scale"):
+    _window(data, 0, 0, 17, 8, divisor=4)
+  with pytest.raises(ValueError, match="out must be"):
+    _jpeg_window.decode(data, np.empty((8, 8, 3), np.uint8), 0, 0, 8, 8, 3, 1)
+  with pytest.raises(ValueError, match="divisor must be"):
+    _window(data, 0, 0, 8, 8, divisor=3)
