@@ -2,7 +2,8 @@
 
   shardline tpu create  --name run1 --project P --zone us-central2-b --accelerator v4-1024 [--num_slices 2]
   shardline tpu wait    --name run1 ...          # until the queued resource is ACTIVE
-  shardline tpu install --name run1 ...          # build a wheel here, copy it to every worker, pip install [tpu]
+  shardline tpu install --name run1 ...          # build a source archive here, copy it to every worker,
+                                                 # install libjpeg-turbo's headers there and pip install [tpu]
   shardline tpu train   --name run1 ... -- --gin_file=experiments/vit22b_pod_v4.gin --gin.MODEL_DIR="'gs://b/r'"
   shardline tpu logs    --name run1 ...          # stream worker 0's log
   shardline tpu delete  --name run1 ...
@@ -66,14 +67,19 @@ class Pod:
     return ["gcloud", "compute", "tpus", "tpu-vm", "ssh", node, *self._where(), f"--worker={worker}",
             f"--command={remote}"]
 
-  def install(self, wheel: str) -> List[List[str]]:
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir=dist", "."]
+  def install(self, sdist: str) -> List[List[str]]:
+    """Builds a source archive (shardline has a C extension, so a wheel built here would only install on this
+    platform), copies it to every worker, and installs it there, compiling the loader's partial JPEG decoder
+    against libjpeg-turbo's headers, which it installs first (without them the loader decodes whole JPEGs)."""
+    build = [sys.executable, "-m", "build", "--sdist", "--outdir=dist", "."]
     commands = [build]
+    headers = ('sudo apt-get update -qq && sudo apt-get install -y -qq libjpeg-turbo8-dev || echo "shardline: '
+               'could not install libjpeg-turbo8-dev: the loader will decode whole JPEGs (slower)"')
     for node in self.nodes:
-      commands.append(["gcloud", "compute", "tpus", "tpu-vm", "scp", wheel, f"{node}:~/", *self._where(),
+      commands.append(["gcloud", "compute", "tpus", "tpu-vm", "scp", sdist, f"{node}:~/", *self._where(),
                        "--worker=all"])
-      remote_wheel = "$HOME/" + wheel.rsplit("/", 1)[-1]
-      commands.append(self._ssh(node, f'python3 -m pip install --upgrade "{remote_wheel}[tpu]"'))
+      remote_sdist = "$HOME/" + sdist.rsplit("/", 1)[-1]
+      commands.append(self._ssh(node, f'{{ {headers}; }} && python3 -m pip install --upgrade "{remote_sdist}[tpu]"'))
     return commands
 
   def train(self, shardline_args: Sequence[str]) -> List[List[str]]:
@@ -125,7 +131,7 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--accelerator", default="v4-8", help="e.g. v4-1024, v5p-256, v5litepod-64, v6e-256")
     parser.add_argument("--runtime", default="", help="TPU VM runtime; a default per generation")
     parser.add_argument("--num_slices", type=int, default=1)
-    parser.add_argument("--wheel", default="", help="install: the wheel to copy (default: built into dist/)")
+    parser.add_argument("--sdist", default="", help="install: the source archive to copy (default: built into dist/)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="wait: seconds before giving up")
     parser.add_argument("--dry_run", action="store_true", help="print the commands instead of running them")
     args = parser.parse_args(argv[:split])
@@ -138,7 +144,7 @@ def main(argv: Sequence[str] = None) -> int:
     if args.action == "wait":
       commands = [pod.describe()]
     elif args.action == "install":
-      commands = pod.install(args.wheel or f"dist/shardline-{importlib.metadata.version('shardline')}-py3-none-any.whl")
+      commands = pod.install(args.sdist or f"dist/shardline-{importlib.metadata.version('shardline')}.tar.gz")
     elif args.action == "train":
       commands = pod.train(extra)
     else:

@@ -61,12 +61,15 @@ def test_tpu_train_command_on_every_slice_and_quoting_survives_two_shells():
 
 
 def test_tpu_install_commands():
-  commands = [quoting.join(c) for c in POD.install("dist/shardline-0.1.0-py3-none-any.whl")]
-  assert commands[0].endswith("-m pip wheel --no-deps --wheel-dir=dist .")
-  assert commands[1] == ("gcloud compute tpus tpu-vm scp dist/shardline-0.1.0-py3-none-any.whl run1-0:~/ "
-                         "--project=proj --zone=us-central2-b --worker=all")
-  assert commands[2] == ("gcloud compute tpus tpu-vm ssh run1-0 --project=proj --zone=us-central2-b --worker=all "
-                         "--command='python3 -m pip install --upgrade \"$HOME/shardline-0.1.0-py3-none-any.whl[tpu]\"'")
+  commands = POD.install("dist/shardline-0.1.0.tar.gz")
+  assert quoting.join(commands[0]).endswith("-m build --sdist --outdir=dist .")
+  assert quoting.join(commands[1]) == ("gcloud compute tpus tpu-vm scp dist/shardline-0.1.0.tar.gz run1-0:~/ "
+                                       "--project=proj --zone=us-central2-b --worker=all")
+  remote = commands[2][-1][len("--command="):]
+  assert remote == ('{ sudo apt-get update -qq && sudo apt-get install -y -qq libjpeg-turbo8-dev || echo "shardline: '
+                    'could not install libjpeg-turbo8-dev: the loader will decode whole JPEGs (slower)"; } && '
+                    'python3 -m pip install --upgrade "$HOME/shardline-0.1.0.tar.gz[tpu]"')
+  assert bash_split(quoting.join(commands[2]))[-1] == f"--command={remote}"  # through the local shell intact
   assert len(commands) == 5  # build, then copy and install on each of the two slices
 
 
