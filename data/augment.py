@@ -51,8 +51,8 @@ class _Image:
   """An image whose pixels are decoded only when a region of it is asked for, so that a large JPEG can be decoded
   at a reduced scale. `height` and `width` are known up front (from the JPEG header, without decoding)."""
 
-  def __init__(self, image, channels: int):
-    self.channels = channels
+  def __init__(self, image, channels: int, partial_decode: bool = True):
+    self.channels, self.partial_decode = channels, partial_decode
     self.encoded, self.pixels = None, None
     if not _is_encoded(image):
       self.pixels = self._converted(np.asarray(image))
@@ -85,8 +85,8 @@ class _Image:
 
   def _window_decode(self, window: Tuple[int, int, int, int], divisor: int) -> Optional[np.ndarray]:
     """The window (y0, x0, y1, x1) of the image at 1/divisor scale, decoding only it; None where the window
-    decoder is not built or cannot convert the JPEG's colours (CMYK)."""
-    if _jpeg_window is None:
+    decoder is not built or not wanted, or cannot convert the JPEG's colours (CMYK)."""
+    if _jpeg_window is None or not self.partial_decode:
       return None
     y0, x0, y1, x1 = window
     out = np.empty((y1 - y0, x1 - x0 + _jpeg_window.MAX_SHIFT, self.channels), np.uint8)
@@ -121,8 +121,10 @@ class _Image:
     return out[..., None] if out.ndim == 2 else out
 
 
-def describe_jpeg_decoding() -> str:
+def describe_jpeg_decoding(partial_decode: bool = True) -> str:
   """How the workers decode JPEGs, for the Data: line."""
+  if not partial_decode:
+    return "JPEGs: decoded whole (partial_decode=False)"
   if _jpeg_window is not None:
     return "JPEGs: only the crop is decoded (libjpeg-turbo, as tf.io.decode_and_crop_jpeg)"
   return ("JPEGs: decoded whole, as the partial decoder shardline.data._jpeg_window was not built; install "
@@ -170,22 +172,25 @@ class TrainImages:
     area_range: the crop's fraction of the image area.
     flip: flip left-right with probability 1/2.
     value_range: pixel values are mapped from [0, 1] to this range (on the device).
+    partial_decode: decode only a JPEG's crop (data/_jpeg_window.c) where that decoder is built; False decodes
+      whole images, whose crops' edge pixels differ by a few levels (for a run whose hosts lack the decoder).
   """
   size: int = 224
   channels: int = 3
   area_range: Sequence[float] = (0.05, 1.0)
   flip: bool = True
   value_range: Sequence[float] = (0.0, 1.0)
+  partial_decode: bool = True
 
   def device_value_ranges(self) -> Dict[str, Sequence[float]]:
     return {"image": tuple(self.value_range)}
 
   def describe(self) -> str:
     return (f"Inception crop to {self.size} px" + (", flip" if self.flip else "") + "; "
-            + describe_jpeg_decoding())
+            + describe_jpeg_decoding(self.partial_decode))
 
   def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
-    image = _Image(example["image"], self.channels)
+    image = _Image(example["image"], self.channels, self.partial_decode)
     pixels = image.region(inception_crop_box(image.height, image.width, rng, self.area_range), self.size)
     if self.flip and rng.random() < 0.5:
       pixels = cv2.flip(pixels, 1).reshape(pixels.shape)  # 1: about the vertical axis
@@ -204,21 +209,23 @@ class EvalImages:
     crop_fraction: the central crop's share of the resized shorter side (0.875 as in big_vision's ImageNet
       evaluation; 1.0 resizes the whole image).
     value_range: pixel values are mapped from [0, 1] to this range (on the device).
+    partial_decode: as TrainImages'.
   """
   size: int = 224
   channels: int = 3
   crop_fraction: float = 0.875
   value_range: Sequence[float] = (0.0, 1.0)
+  partial_decode: bool = True
 
   def device_value_ranges(self) -> Dict[str, Sequence[float]]:
     return {"image": tuple(self.value_range)}
 
   def describe(self) -> str:
-    return f"central crop to {self.size} px; " + describe_jpeg_decoding()
+    return f"central crop to {self.size} px; " + describe_jpeg_decoding(self.partial_decode)
 
   def __call__(self, example: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
     del rng  # deterministic
-    image = _Image(example["image"], self.channels)
+    image = _Image(example["image"], self.channels, self.partial_decode)
     # The central square of side crop_fraction x the shorter side, resized to size x size.
     side = self.crop_fraction * min(image.width, image.height)
     box = ((image.height - side) / 2, (image.width - side) / 2, side, side)

@@ -1,8 +1,10 @@
 """The loader's partial JPEG decoder (data/_jpeg_window.c): built by `make test`'s install, its windows are
 bit-identical to tf.io.decode_and_crop_jpeg's for every chroma subsampling, progressive JPEGs and windows at the
-image's edges; reduced-scale windows match a reduced-scale whole decode; CMYK is handed back; bad input raises."""
+image's edges; reduced-scale windows match a reduced-scale whole decode; CMYK is handed back; bad input raises;
+and the transforms use it unless told to decode whole images."""
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -98,3 +100,18 @@ def test_bad_input_raises_value_error():
     _jpeg_window.decode(data, np.empty((8, 8, 3), np.uint8), 0, 0, 8, 8, 3, 1)
   with pytest.raises(ValueError, match="divisor must be"):
     _window(data, 0, 0, 8, 8, divisor=3)
+
+
+def test_the_transforms_decode_the_crop_or_with_partial_decode_false_the_whole_image(tf):
+  data = _jpeg(203, 317)
+  side = 0.8 * 203  # EvalImages' central crop (one whose edges differ: not every window's do)
+  box = ((203 - side) / 2, (317 - side) / 2, side, side)
+  y0, x0, y1, x1 = augment._window(box, 1, 203, 317)  # pylint: disable=protected-access
+  crop = tf.io.decode_and_crop_jpeg(data, (y0, x0, y1 - y0, x1 - x0), channels=3).numpy()
+  whole = tf.io.decode_jpeg(data, channels=3).numpy()[y0:y1, x0:x1]
+  assert not np.array_equal(crop, whole)  # the crop's edges
+  for partial_decode, expected in ((True, crop), (False, whole)):
+    transform = augment.EvalImages(size=96, crop_fraction=0.8, partial_decode=partial_decode)  # full scale
+    out = transform({"image": data}, None)["image"]
+    np.testing.assert_array_equal(out, cv2.resize(expected, (96, 96), interpolation=cv2.INTER_LINEAR))
+    assert ("only the crop" in transform.describe()) == partial_decode
