@@ -13,7 +13,8 @@
  *   The window (top, left, height, width) is in the pixels of the image decoded at 1/divisor scale (1, 2, 4, 8).
  *   Row r of the window is written to out's row r from column 0; the window starts at column x_shift of it.
  *   None: a CMYK or YCCK JPEG, which libjpeg cannot convert to RGB or grey (the caller decodes it otherwise).
- *   ValueError: the data does not decode, or the window is not inside the image.
+ *   DecodeError (a ValueError): the data does not decode. ValueError: bad arguments, or the window is not inside
+ *   the image (the caller's mistake, never the data's).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,6 +29,10 @@
 /* jpeg_crop_scanline moves the window's left edge back to an iMCU boundary: at most one iMCU, 32 pixels (4:1:1
  * chroma subsampling at full scale). */
 #define MAX_SHIFT 32
+/* The largest height or width a JPEG can have. */
+#define MAX_SIDE 65535
+
+static PyObject *DecodeError;
 
 enum Status { DECODED, UNSUPPORTED_COLOURS, WINDOW_OUTSIDE, FAILED };
 
@@ -62,13 +67,13 @@ static enum Status decode_window(Request *request) {
   cinfo.err = jpeg_std_error(&errors.base);
   errors.base.error_exit = on_error;
   errors.base.emit_message = on_message;
-  jpeg_create_decompress(&cinfo);
   if (setjmp(errors.escape)) {
     (*cinfo.err->format_message)((j_common_ptr)&cinfo, request->message);
     free(rows);
     jpeg_destroy_decompress(&cinfo);
     return FAILED;
   }
+  jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, request->data, request->size);
   jpeg_read_header(&cinfo, TRUE);
   if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
@@ -80,14 +85,15 @@ static enum Status decode_window(Request *request) {
   cinfo.do_fancy_upsampling = TRUE;
   cinfo.scale_num = 1;
   cinfo.scale_denom = (unsigned int)request->divisor;
-  jpeg_start_decompress(&cinfo);
+  jpeg_calc_output_dimensions(&cinfo);  /* checked before jpeg_start_decompress, which reads a progressive JPEG */
   request->image_height = (int)cinfo.output_height;
   request->image_width = (int)cinfo.output_width;
-  if (request->top + request->height > (int)cinfo.output_height ||
-      request->left + request->width > (int)cinfo.output_width) {
+  if ((long long)request->top + request->height > (long long)cinfo.output_height ||
+      (long long)request->left + request->width > (long long)cinfo.output_width) {
     jpeg_destroy_decompress(&cinfo);
     return WINDOW_OUTSIDE;
   }
+  jpeg_start_decompress(&cinfo);
   JDIMENSION x = (JDIMENSION)request->left, columns = (JDIMENSION)request->width;
   jpeg_crop_scanline(&cinfo, &x, &columns);
   request->x_shift = request->left - (int)x;
@@ -121,6 +127,7 @@ static enum Status decode_window(Request *request) {
     status = FAILED;
   }
   free(rows);
+  rows = NULL;
   jpeg_abort_decompress(&cinfo);  /* the rows below the window are never decoded */
   jpeg_destroy_decompress(&cinfo);
   return status;
@@ -138,11 +145,12 @@ static PyObject *decode(PyObject *self, PyObject *args) {
   if (request.channels != 1 && request.channels != 3) invalid = "channels must be 1 or 3";
   else if (request.divisor != 1 && request.divisor != 2 && request.divisor != 4 && request.divisor != 8)
     invalid = "divisor must be 1, 2, 4 or 8";
-  else if (request.top < 0 || request.left < 0 || request.height < 1 || request.width < 1)
-    invalid = "the window must have a non-negative origin and a positive size";
-  else if (!PyBuffer_IsContiguous(&out, 'C') ||
-           out.len < (Py_ssize_t)request.height * (request.width + MAX_SHIFT) * request.channels)
-    invalid = "out must be a C-contiguous buffer of height x (width + MAX_SHIFT) x channels bytes";
+  else if (request.top < 0 || request.left < 0 || request.height < 1 || request.width < 1 ||
+           request.top > MAX_SIDE || request.left > MAX_SIDE || request.height > MAX_SIDE ||
+           request.width > MAX_SIDE)
+    invalid = "the window must have a non-negative origin and a positive size, all at most 65535";
+  else if (out.len < (Py_ssize_t)request.height * (request.width + MAX_SHIFT) * request.channels)
+    invalid = "out must be a buffer of height x (width + MAX_SHIFT) x channels bytes";
   if (invalid != NULL) {
     PyBuffer_Release(&data);
     PyBuffer_Release(&out);
@@ -169,7 +177,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
                           request.top, request.left, request.height, request.width, request.image_height,
                           request.image_width, request.divisor);
     default:
-      return PyErr_Format(PyExc_ValueError, "%s", request.message);
+      return PyErr_Format(DecodeError, "%s", request.message);
   }
 }
 
@@ -190,7 +198,11 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__jpeg_window(void) {
   PyObject *m = PyModule_Create(&module);
-  if (m != NULL && PyModule_AddIntConstant(m, "MAX_SHIFT", MAX_SHIFT) < 0) {
+  if (m == NULL) return NULL;
+  DecodeError = PyErr_NewExceptionWithDoc("_jpeg_window.DecodeError", "JPEG data that libjpeg cannot decode.",
+                                          PyExc_ValueError, NULL);
+  if (DecodeError == NULL || PyModule_AddObjectRef(m, "DecodeError", DecodeError) < 0 ||
+      PyModule_AddIntConstant(m, "MAX_SHIFT", MAX_SHIFT) < 0) {
     Py_DECREF(m);
     return NULL;
   }

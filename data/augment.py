@@ -8,13 +8,13 @@ example in the same epoch is augmented the same way after a resume or on another
 A JPEG crop is decoded alone, as tf.io.decode_and_crop_jpeg decodes it: shardline's libjpeg-turbo extension
 (data/_jpeg_window.c) skips the rows above the crop, stops below it, and transforms only the columns over it, with
 TensorFlow's settings (fast integer DCT, fancy upsampling), so the pixels equal TensorFlow's. Where that extension
-was not built (no libjpeg-turbo headers at install), or for a CMYK JPEG, the whole image is decoded with simplejpeg
-with the same settings (tf.io.decode_jpeg's pixels) and then cropped; along the crop's edges those pixels can
-differ from a partial decode's by a few levels, as upsampling there sees the image's neighbours. A JPEG header is
-read with simplejpeg in a microsecond. PNGs, and JPEGs that libjpeg-turbo refuses, are decoded with OpenCV, which
-(as TensorFlow) decodes one with stray bytes between markers and refuses a truncated one. OpenCV also resizes: its
-bilinear crop-resize to 224 px is 5x faster than Pillow's, and like tf.image.resize in big_vision's pipeline it
-does not antialias.
+was not built (no libjpeg-turbo headers at install), or for a CMYK JPEG, the whole image is decoded with
+simplejpeg with the same settings (tf.io.decode_jpeg's pixels, CMYK aside) and then cropped; along the crop's
+edges those pixels can differ from a partial decode's by a few levels, as upsampling there sees the image's
+neighbours. A JPEG header is read with simplejpeg in a microsecond. PNGs, and JPEGs that libjpeg-turbo refuses
+(a truncated one; on the whole-image path also one with stray bytes between markers, which OpenCV decodes as
+TensorFlow does), are decoded with OpenCV. OpenCV also resizes: its bilinear crop-resize to 224 px is 5x faster
+than Pillow's, and like tf.image.resize in big_vision's pipeline it does not antialias.
 
 Images leave the workers as uint8, a quarter of the bytes of float32 through shared memory and to the devices;
 `device_value_ranges` tells the loader to map them to float32 in `value_range` on the device.
@@ -29,8 +29,9 @@ import simplejpeg
 
 try:
   from shardline.data import _jpeg_window  # built by setup.py where libjpeg-turbo's headers are found
+  _WindowDecodeError = _jpeg_window.DecodeError
 except ImportError:
-  _jpeg_window = None
+  _jpeg_window, _WindowDecodeError = None, ()
 
 _FULL = {3: cv2.IMREAD_COLOR_RGB, 1: cv2.IMREAD_GRAYSCALE}
 _COLORSPACE = {3: "RGB", 1: "GRAY"}
@@ -57,10 +58,12 @@ class _Image:
     if not _is_encoded(image):
       self.pixels = self._converted(np.asarray(image))
     else:
-      self.encoded = image.tobytes() if _is_string_array(image) else image  # bytes, uint8 buffers: not copied
-      try:
-        self.height, self.width = simplejpeg.decode_jpeg_header(self.encoded)[:2]
-      except ValueError:  # not a JPEG, or one TurboJPEG cannot read
+      # bytes and contiguous uint8 buffers are read in place, without a copy
+      self.encoded = image.tobytes() if _is_string_array(image) else (
+          np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image)
+      try:  # not strict: stray bytes between markers are a warning, as in TensorFlow
+        self.height, self.width = simplejpeg.decode_jpeg_header(self.encoded, strict=False)[:2]
+      except ValueError:  # not a JPEG
         self.pixels = self._opencv_decode()
     if self.pixels is not None:
       self.height, self.width = self.pixels.shape[:2]
@@ -100,15 +103,21 @@ class _Image:
     window = _window(box, divisor, -(-self.height // divisor), -(-self.width // divisor))
     try:
       pixels = self._window_decode(window, divisor)
-      if pixels is None:
+    except _WindowDecodeError as e:  # only the data's faults; a bad window is a bug, and raises
+      return self._opencv_crop(box, str(e))
+    if pixels is None:
+      try:
         pixels = simplejpeg.decode_jpeg(self.encoded, colorspace=_COLORSPACE[self.channels], fastdct=True,
                                         min_height=-(-self.height // divisor),
                                         min_width=-(-self.width // divisor), min_factor=divisor)
-        pixels = _crop(pixels, window)
-    except ValueError as e:
-      pixels = self._opencv_decode(str(e))
-      pixels = _crop(pixels, _window(box, 1, *pixels.shape[:2]))
+      except ValueError as e:
+        return self._opencv_crop(box, str(e))
+      pixels = _crop(pixels, window)
     return pixels
+
+  def _opencv_crop(self, box: Tuple[float, float, float, float], libjpeg_error: str) -> np.ndarray:
+    pixels = self._opencv_decode(libjpeg_error)
+    return _crop(pixels, _window(box, 1, *pixels.shape[:2]))
 
   def region(self, box: Tuple[float, float, float, float], out_size: int) -> np.ndarray:
     """uint8 [out_size, out_size, channels]: box = (top, left, height, width) in full-size pixels, bilinearly
@@ -216,6 +225,11 @@ class EvalImages:
   crop_fraction: float = 0.875
   value_range: Sequence[float] = (0.0, 1.0)
   partial_decode: bool = True
+
+  def __post_init__(self):
+    if not 0 < self.crop_fraction <= 1:
+      raise ValueError(f"data.eval_images.crop_fraction is {self.crop_fraction}; it is the central crop's share of "
+                       "the shorter side, in (0, 1]: 0.875 as big_vision's ImageNet evaluation, 1.0 for the whole.")
 
   def device_value_ranges(self) -> Dict[str, Sequence[float]]:
     return {"image": tuple(self.value_range)}

@@ -34,16 +34,16 @@ class TfdsSource:
   def __len__(self) -> int:
     return self._length
 
-  def _rename(self, example: Dict[str, Any]) -> Dict[str, np.ndarray]:
+  def _rename(self, example: Dict[str, Any]) -> Dict[str, Any]:
     # Encoded images stay bytes (np.bytes_), which the transforms read in place: a copy into an array would cost
     # as much as reading the record.
-    return {new: example[old] if isinstance(example[old], bytes) else np.asarray(example[old])
+    return {new: example[old] if old in self.encoded and isinstance(example[old], bytes) else np.asarray(example[old])
             for old, new in self.renames.items()}
 
-  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+  def __getitem__(self, index: int) -> Dict[str, Any]:
     return self._rename(self._open()[int(index)])
 
-  def examples(self, indices: Sequence[int]) -> List[Dict[str, np.ndarray]]:
+  def examples(self, indices: Sequence[int]) -> List[Dict[str, Any]]:
     """Several examples in one read."""
     return [self._rename(e) for e in self._open().__getitems__([int(i) for i in indices])]
 

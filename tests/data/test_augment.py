@@ -32,16 +32,27 @@ def test_jpeg_pixels_are_bit_identical_to_tensorflows_decode():
     np.testing.assert_array_equal(ours, tf.io.decode_jpeg(jpeg, channels=channels).numpy())
 
 
-def test_a_truncated_jpeg_is_refused_and_a_stray_byte_is_not():
-  """As tf.io.decode_jpeg: a truncated image is an error, stray bytes between markers are only a warning (which
-  TurboJPEG refuses and OpenCV decodes)."""
+def test_a_truncated_jpeg_is_refused_and_stray_bytes_are_not():
+  """As tf.io.decode_jpeg: a truncated image is an error, stray bytes between markers only a warning. The partial
+  decoder gives TensorFlow's pixels; the whole-image path hands the file to OpenCV (simplejpeg refuses it)."""
+  with core_errors.stderr_silenced():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
   jpeg = _encoded(_photo(64), ".jpg")
-  with pytest.raises(ValueError, match="libjpeg-turbo: Premature end of JPEG file"):
-    augment.EvalImages(size=64)({"image": jpeg[:len(jpeg) * 2 // 3]}, None)
+  for partial_decode in (True, False):
+    with pytest.raises(ValueError, match="libjpeg-turbo: Premature end of JPEG file"):
+      augment.EvalImages(size=64, partial_decode=partial_decode)({"image": jpeg[:len(jpeg) * 2 // 3]}, None)
   start_of_scan = jpeg.index(b"\xff\xda")
   stray = jpeg[:start_of_scan] + b"\x00\x07" + jpeg[start_of_scan:]
-  out = augment.EvalImages(size=64, crop_fraction=1.0)({"image": stray}, None)["image"]
-  np.testing.assert_array_equal(out, cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR_RGB))
+  partial = augment.EvalImages(size=64, crop_fraction=1.0)({"image": stray}, None)["image"]
+  np.testing.assert_array_equal(partial, tf.io.decode_jpeg(stray, channels=3).numpy())
+  whole = augment.EvalImages(size=64, crop_fraction=1.0, partial_decode=False)({"image": stray}, None)["image"]
+  np.testing.assert_array_equal(whole, cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR_RGB))
+
+
+def test_a_central_crop_fraction_outside_0_1_is_refused():
+  for fraction in (0.0, 1.2):
+    with pytest.raises(ValueError, match=r"crop_fraction is .*; it is the central crop's share"):
+      augment.EvalImages(crop_fraction=fraction)
 
 
 def test_a_large_jpeg_decoded_at_a_reduced_scale_matches_a_full_decode():
