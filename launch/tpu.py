@@ -17,6 +17,7 @@ dcn_* axes spreads the model across slices.
 import argparse
 import dataclasses
 import importlib.metadata
+import shlex
 import subprocess
 import sys
 import time
@@ -28,6 +29,8 @@ from shardline.launch import quoting
 from shardline.core.errors import UserError
 
 LOG = "~/shardline.log"
+# What a worker needs to compile the loader's partial JPEG decoder (Ubuntu, as the TPU VM runtimes).
+BUILD_PACKAGES = ("gcc", "python3-dev", "libjpeg-turbo8-dev")
 DEFAULT_RUNTIME = {"v4": "tpu-ubuntu2204-base", "v5p": "v2-alpha-tpuv5", "v5litepod": "v2-alpha-tpuv5-lite",
                    "v6e": "v2-alpha-tpuv6e"}
 
@@ -70,16 +73,21 @@ class Pod:
   def install(self, sdist: str) -> List[List[str]]:
     """Builds a source archive (shardline has a C extension, so a wheel built here would only install on this
     platform), copies it to every worker, and installs it there, compiling the loader's partial JPEG decoder
-    against libjpeg-turbo's headers, which it installs first (without them the loader decodes whole JPEGs)."""
+    against libjpeg-turbo's and Python's headers, which it installs first; each worker says if the decoder did not
+    build (the loader then decodes whole JPEGs)."""
     build = [sys.executable, "-m", "build", "--sdist", "--outdir=dist", "."]
     commands = [build]
-    headers = ('sudo apt-get update -qq && sudo apt-get install -y -qq libjpeg-turbo8-dev || echo "shardline: '
-               'could not install libjpeg-turbo8-dev: the loader will decode whole JPEGs (slower)"')
+    packages = " ".join(BUILD_PACKAGES)
+    headers = (f"sudo apt-get update -qq && sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 {packages} || "
+               f'echo "shardline: could not install {packages}"')
+    check = ('python3 -c "import shardline.data._jpeg_window" 2>/dev/null || echo "shardline: the partial JPEG '
+             'decoder was not built on this worker; the loader will decode whole JPEGs (slower)"')
     for node in self.nodes:
       commands.append(["gcloud", "compute", "tpus", "tpu-vm", "scp", sdist, f"{node}:~/", *self._where(),
                        "--worker=all"])
-      remote_sdist = "$HOME/" + sdist.rsplit("/", 1)[-1]
-      commands.append(self._ssh(node, f'{{ {headers}; }} && python3 -m pip install --upgrade "{remote_sdist}[tpu]"'))
+      remote_sdist = '"$HOME"/' + shlex.quote(sdist.rsplit("/", 1)[-1] + "[tpu]")
+      commands.append(self._ssh(node, f"{{ {headers}; }} && python3 -m pip install --upgrade {remote_sdist} && "
+                                      f"{{ {check}; }}"))
     return commands
 
   def train(self, shardline_args: Sequence[str]) -> List[List[str]]:

@@ -66,9 +66,12 @@ def test_tpu_install_commands():
   assert quoting.join(commands[1]) == ("gcloud compute tpus tpu-vm scp dist/shardline-0.1.0.tar.gz run1-0:~/ "
                                        "--project=proj --zone=us-central2-b --worker=all")
   remote = commands[2][-1][len("--command="):]
-  assert remote == ('{ sudo apt-get update -qq && sudo apt-get install -y -qq libjpeg-turbo8-dev || echo "shardline: '
-                    'could not install libjpeg-turbo8-dev: the loader will decode whole JPEGs (slower)"; } && '
-                    'python3 -m pip install --upgrade "$HOME/shardline-0.1.0.tar.gz[tpu]"')
+  assert remote == (
+      '{ sudo apt-get update -qq && sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 gcc python3-dev '
+      'libjpeg-turbo8-dev || echo "shardline: could not install gcc python3-dev libjpeg-turbo8-dev"; } && '
+      "python3 -m pip install --upgrade \"$HOME\"/'shardline-0.1.0.tar.gz[tpu]' && "
+      '{ python3 -c "import shardline.data._jpeg_window" 2>/dev/null || echo "shardline: the partial JPEG decoder '
+      'was not built on this worker; the loader will decode whole JPEGs (slower)"; }')
   assert bash_split(quoting.join(commands[2]))[-1] == f"--command={remote}"  # through the local shell intact
   assert len(commands) == 5  # build, then copy and install on each of the two slices
 
