@@ -108,10 +108,13 @@ SIDES = {"shardline": shardline_rate, "tfdata": tfdata_rate,
 
 def timed_in_fresh_process(side: str, root: str, workers: int, images: int) -> float:
   """Images/s of SIDES[side], measured in a new interpreter."""
-  out = subprocess.run([sys.executable, "-m", "benchmarks.input_pipeline", "--time", side, "--root", root,
-                        "--workers", str(workers), "--images", str(images)],
-                       check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
-  return float(out.strip().splitlines()[-1])
+  result = subprocess.run([sys.executable, "-m", "benchmarks.input_pipeline", "--time", side, "--root", root,
+                           "--workers", str(workers), "--images", str(images)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+  if result.returncode:
+    raise SystemExit(f"Timing {side} with {workers} worker(s) failed (exit {result.returncode}):\n"
+                     f"{result.stderr[-4000:]}")
+  return float(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
