@@ -86,6 +86,16 @@ def _progressive(data: bytes) -> bytes:
 
 
 @needs_decoder
+def test_stray_bytes_between_markers_decode_to_tensorflows_pixels(tf):
+  data = _jpeg(64, 80)
+  start_of_scan = data.index(b"\xff\xda")
+  stray = data[:start_of_scan] + b"\x00\x07" + data[start_of_scan:]
+  np.testing.assert_array_equal(_window(stray, 0, 0, 64, 80), tf.io.decode_jpeg(stray, channels=3).numpy())
+  out = augment.EvalImages(size=64, crop_fraction=1.0)({"image": stray}, None)["image"]  # through the header too
+  np.testing.assert_array_equal(out, tf.io.decode_and_crop_jpeg(stray, (0, 8, 64, 64), channels=3).numpy())
+
+
+@needs_decoder
 def test_a_grey_jpeg_decodes_to_grey_and_to_rgb(tf):
   data = _jpeg(64, 80, mode="L")
   for channels in (1, 3):
