@@ -100,7 +100,8 @@ class _Image:
     """The box's pixels, from a JPEG decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still gives the box at
     least out_size pixels each way (see the module docstring for the decoders)."""
     divisor = next((d for d in _DCT_SCALES if min(box[2], box[3]) >= d * out_size), 1)
-    window = _window(box, divisor, -(-self.height // divisor), -(-self.width // divisor))
+    height, width = -(-self.height // divisor), -(-self.width // divisor)  # libjpeg's size at 1/divisor
+    window = _window(box, divisor, height, width)
     try:
       pixels = self._window_decode(window, divisor)
     except _WindowDecodeError as e:  # only the data's faults; a bad window is a bug, and raises
@@ -108,8 +109,7 @@ class _Image:
     if pixels is None:
       try:
         pixels = simplejpeg.decode_jpeg(self.encoded, colorspace=_COLORSPACE[self.channels], fastdct=True,
-                                        min_height=-(-self.height // divisor),
-                                        min_width=-(-self.width // divisor), min_factor=divisor)
+                                        min_height=height, min_width=width, min_factor=divisor)
       except ValueError as e:
         return self._opencv_crop(box, str(e))
       pixels = _crop(pixels, window)
