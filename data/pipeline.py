@@ -7,7 +7,7 @@ index); see augment.py.
 """
 import queue
 import threading
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -15,24 +15,17 @@ from jax.sharding import NamedSharding
 
 from shardline.core.errors import UserError
 from shardline.data import order
+from shardline.data import workers as workers_lib
+from shardline.data.source import Source, Transform
 
-Transform = Callable[[Dict[str, np.ndarray], np.random.Generator], Dict[str, np.ndarray]]
 Batch = Dict[str, np.ndarray]
-
-
-def local_rows(sharding: NamedSharding, global_shape) -> np.ndarray:
-  """The (sorted) global row indices that this process's devices hold."""
-  rows = set()
-  for index in sharding.addressable_devices_indices_map(tuple(global_shape)).values():
-    rows.update(range(*index[0].indices(global_shape[0])))
-  return np.array(sorted(rows), np.int64)
 
 
 class RowLoader:
   """Loads and stacks examples of a source by index, applying a seeded per-example transform. Picklable, so it
   runs in grain's worker processes."""
 
-  def __init__(self, source, features, transform: Optional[Transform], seed: int, strict: bool = True):
+  def __init__(self, source: Source, features, transform: Optional[Transform], seed: int, strict: bool = True):
     """`features` are the names stacked; with `strict` each example must have all of them, otherwise those it
     lacks are left out (an evaluation batch names every feature a model can use)."""
     self.source, self.features, self.transform = source, tuple(features), transform
@@ -56,9 +49,7 @@ class RowLoader:
     return example
 
   def stack(self, indices: np.ndarray, epochs: np.ndarray) -> Batch:
-    read = getattr(self.source, "examples", None)  # a batch read where the source has one
-    stored = read(indices) if read is not None else [None] * len(indices)
-    rows = [self.example(i, e, x) for i, e, x in zip(indices, epochs, stored)]
+    rows = [self.example(i, e, x) for i, e, x in zip(indices, epochs, self.source.examples(indices))]
     return {name: np.stack([np.asarray(r[name]) for r in rows]) for name in self.features if name in rows[0]}
 
 
@@ -87,19 +78,6 @@ class EvalBatches:
     return batch
 
 
-def _grain_iterator(element_fn: Callable[[int], Batch], first: int, last: int, workers: int):
-  """grain's iterator over element_fn(first..last-1), in order, in `workers` processes (0: in this one)."""
-  import grain  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if not flags.FLAGS.is_parsed():  # grain reads absl flags; shardline's own flags are not absl's
-    flags.FLAGS.mark_as_parsed()
-  dataset = grain.MapDataset.range(first, last).map(element_fn).to_iter_dataset(
-      grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
-  if workers:
-    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
-  return iter(dataset)
-
-
 def _value_range_fn(low: float, high: float, sharding: NamedSharding):
   """uint8 [...] -> float32 [...] in [low, high], jitted, keeping the sharding."""
   scale = (high - low) / 255.0
@@ -115,10 +93,9 @@ class DevicePrefetcher:
 
   def __init__(self, element_fn: Callable[[int], Batch], first: int, last: int,
                shardings: Dict[str, NamedSharding], global_rows: int, workers: int = 0, ahead: int = 2,
-               value_ranges: Optional[Dict[str, Tuple[float, float]]] = None):
-    """`value_ranges` maps uint8 features to float32 in (low, high) on the device, after the transfer."""
-    if ahead < 1:
-      raise UserError(f"stream.prefetch = {ahead}; at least 1 batch must be built ahead of the step.")
+               value_ranges: Optional[Mapping[str, Sequence[float]]] = None):
+    """`value_ranges` maps uint8 features to float32 in (low, high) on the device, after the transfer; `ahead`
+    (stream.prefetch, checked by StreamSettings) is at least 1."""
     self._shardings, self._global_rows = shardings, global_rows
     self._to_float = {name: _value_range_fn(low, high, shardings[name])
                       for name, (low, high) in (value_ranges or {}).items() if name in shardings}
@@ -126,7 +103,7 @@ class DevicePrefetcher:
     self._peeked = None
     self._queue: "queue.Queue[Tuple[int, Any]]" = queue.Queue(maxsize=ahead)
     self._stop = threading.Event()
-    self._iterator = _grain_iterator(element_fn, first, last, workers)
+    self._iterator = workers_lib.grain_iterator(element_fn, first, last, workers)
     self._thread = threading.Thread(target=self._produce, args=(first, last), daemon=True, name="prefetch")
     self._thread.start()
 
@@ -189,9 +166,7 @@ class DevicePrefetcher:
   def close(self) -> None:
     self._stop.set()
     self._thread.join()
-    close = getattr(self._iterator, "close", None)
-    if close is not None:
-      close()
+    self._iterator.close()
     self._iterator = None
 
   def __enter__(self):

@@ -50,19 +50,17 @@ def other_versions(cache_dir: str, task: str, split: str, fingerprint: Dict[str,
   return found
 
 
-def locate(task_name: str, split: str, cache_dir: str):
-  """(the seqio task, its fingerprint, and the folder its prepared split has under cache_dir); a UserError for an
-  unknown task, a mixture, or an absent split."""
-  from shardline.tasks import registry  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+def locate(task, split: str, cache_dir: str):
+  """(the fingerprint of a seqio task's split, and the folder its prepared copy has under cache_dir); a UserError
+  for a mixture or an absent split."""
   import seqio  # pylint: disable=g-import-not-at-top
-  task = registry.get_task(task_name)
   if not isinstance(task, seqio.Task):
-    raise UserError(f"{task_name!r} is a seqio mixture; prepare each of its tasks "
+    raise UserError(f"{task.name!r} is a seqio mixture; prepare each of its tasks "
                     f"({', '.join(t.name for t in task.tasks)}).")
   if split not in task.splits:
-    raise UserError(f"Task {task_name!r} has no split {split!r}; it has {', '.join(task.splits)}.")
+    raise UserError(f"Task {task.name!r} has no split {split!r}; it has {', '.join(task.splits)}.")
   fingerprint = fingerprint_lib.of_task(task, split, prepared.FORMAT_VERSION)
-  return task, fingerprint, split_dir(cache_dir, task_name, split, fingerprint)
+  return fingerprint, split_dir(cache_dir, task.name, split, fingerprint)
 
 
 def _sha256(path: str) -> str:
@@ -176,19 +174,20 @@ def _features(markers) -> Dict[str, Any]:
   return features or {}
 
 
-def prepare(task_name: str, split: str, cache_dir: str, num_shards: Optional[int] = None,
+def prepare(task, split: str, cache_dir: str, num_shards: Optional[int] = None,
             workers: Optional[int] = None, quiet: bool = False) -> str:
   """Prepares (or finishes preparing) a task's split under `cache_dir`; returns the split's folder.
 
   Args:
-    task_name: a registered seqio task.
+    task: a seqio task (shardline.tasks.registry.get_task looks one up by name).
     split: the split to write.
     cache_dir: the cache root; the split goes to <cache_dir>/<task>/<split>.<fingerprint hash>.
     num_shards: shards to write; by default one per 20,000 examples (16 when the size is unknown).
     workers: shards written at once; by default the machine's cores.
     quiet: no progress bar.
   """
-  task, fingerprint, directory = locate(task_name, split, cache_dir)
+  task_name = task.name
+  fingerprint, directory = locate(task, split, cache_dir)
   manifest = prepared.read_manifest(directory)
   if manifest is not None and manifest["fingerprint"] != fingerprint:
     raise UserError(f"{directory} holds the prepared split of a different task or preprocessing ("

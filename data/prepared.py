@@ -10,12 +10,12 @@ caught when its records are read (riegeli hashes every chunk) and named by shard
 """
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from shardline.core.errors import UserError
-from shardline.data import records, shards
+from shardline.data import records, shards, source
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -44,7 +44,7 @@ def fingerprint_differences(have: Mapping[str, Any], want: Mapping[str, Any]) ->
           for key in sorted(set(have) | set(want)) if have.get(key) != want.get(key)]
 
 
-class PreparedSource:
+class PreparedSource(source.Source):
   """Random access to a prepared split: `len(source)` examples, `source[i]` a dict of numpy arrays.
 
   Picklable: each grain worker opens its own readers on first use.
@@ -82,6 +82,9 @@ class PreparedSource:
 
   def __len__(self) -> int:
     return len(self._records)
+
+  def feature_names(self) -> Tuple[str, ...]:
+    return tuple(self.features)
 
   def record(self, index: int) -> bytes:
     """The stored bytes of example `index`."""

@@ -16,12 +16,12 @@ default group size (the shard count), every read decompresses a group of records
 import glob
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from shardline.core.errors import UserError
-from shardline.data import shards
+from shardline.data import shards, source
 
 COMPLETED = "COMPLETED"
 _DTYPES = {"int32": np.int32, "int64": np.int64, "bool": np.bool_, "float32": np.float32, "float64": np.float64,
@@ -48,7 +48,7 @@ def find(cache_dirs: Sequence[str], task_name: str, split: str) -> Optional[str]
   return None
 
 
-class SeqioCacheSource:
+class SeqioCacheSource(source.Source):
   """Random access to one split of a seqio ArrayRecord cache: `source[i]` is example i as numpy arrays in the
   dtypes and shapes of info.<split>.json. Picklable: each loader worker opens its own readers.
 
@@ -108,6 +108,9 @@ class SeqioCacheSource:
 
   def __len__(self) -> int:
     return len(self._records)
+
+  def feature_names(self) -> Tuple[str, ...]:
+    return tuple(self.features)
 
   def _parse(self, index: int, record: bytes) -> Dict[str, np.ndarray]:
     from tensorflow_datasets.proto import tf_example_pb2  # pylint: disable=g-import-not-at-top  (no TensorFlow)

@@ -1,11 +1,13 @@
 """A TFDS dataset built in ArrayRecord format (`tfds build --file_format=array_record`), read directly: no
 prepare step, random access through `tfds.data_source`, images left encoded for the workers to decode."""
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from shardline.data import source
 
-class TfdsSource:
+
+class TfdsSource(source.Source):
   """Random access to one split of a TFDS ArrayRecord dataset, with its features renamed.
 
   Attributes:
@@ -33,6 +35,9 @@ class TfdsSource:
 
   def __len__(self) -> int:
     return self._length
+
+  def feature_names(self) -> Tuple[str, ...]:
+    return self.features
 
   def _rename(self, example: Dict[str, Any]) -> Dict[str, Any]:
     # Encoded images stay bytes (np.bytes_), which the transforms read in place: a copy into an array would cost

@@ -1,12 +1,7 @@
-"""seqio tasks, data generators and simulators, loaders for users' real data, and evaluation metrics."""
-import os
+"""seqio tasks, data generators and simulators, loaders for users' real data, and evaluation metrics.
 
-from shardline.core.errors import stderr_silenced
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# TensorFlow's C++ start-up logs (CUDA probing on CPU-only hosts) ignore TF_CPP_MIN_LOG_LEVEL.
-with stderr_silenced():
-  import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  import seqio  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  # TensorFlow only feeds data: keep it off accelerators, whose memory belongs to JAX.
-  tensorflow.config.set_visible_devices([], "GPU")
+`splits` maps a task's name to its source and opens splits; it imports neither TensorFlow nor seqio, so a run on
+synthetic batches (or a direct source) needs neither. The task modules import TensorFlow through `tensorflow_setup`,
+which keeps it quiet and off the accelerators. A gin file names the task module it uses (`import
+shardline.tasks.digits`), which registers its seqio tasks.
+"""

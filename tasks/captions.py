@@ -1,7 +1,6 @@
 """Caption tokenization shared by the image-text tasks: seqio's byte vocabulary (no download), the bytes, an
 end id, then padding to a fixed length."""
-import seqio
-import tensorflow as tf
+from shardline.tasks.tensorflow_setup import seqio, tf
 
 VOCABULARY = seqio.ByteVocabulary()
 

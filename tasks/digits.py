@@ -7,9 +7,9 @@ import functools
 from typing import Dict
 
 import numpy as np
-import seqio
-import tensorflow as tf
 from sklearn import datasets
+
+from shardline.tasks.tensorflow_setup import seqio, tf
 
 TASK_NAME = "digits"
 NUM_CLASSES = 10

@@ -6,9 +6,8 @@ Each image gets one caption, its template chosen by the example's index, tokeniz
 from typing import Dict
 
 import numpy as np
-import seqio
-import tensorflow as tf
 
+from shardline.tasks.tensorflow_setup import seqio, tf
 from shardline.tasks import captions as captions_lib
 from shardline.tasks import digits
 

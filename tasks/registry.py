@@ -1,23 +1,12 @@
 """Looking up seqio tasks by name, with close matches offered for typos."""
 import difflib
 
-import seqio
-
 from shardline.core.errors import UserError
-
-
-def ensure_registered() -> None:
-  """Imports every module of shardline that registers seqio tasks."""
-  # pylint: disable=g-import-not-at-top,unused-import
-  from shardline.tasks import digits  # noqa: F401
-  from shardline.tasks import digits_captions  # noqa: F401
-  from shardline.tasks import tfds_image  # noqa: F401
-  from shardline.tasks import tfds_image_text  # noqa: F401
+from shardline.tasks.tensorflow_setup import seqio
 
 
 def get_task(name: str) -> seqio.Task:
   """The seqio Task (or Mixture) registered under `name`; a UserError with close names if there is none."""
-  ensure_registered()
   names = list(seqio.TaskRegistry.names()) + list(seqio.MixtureRegistry.names())
   if name in seqio.TaskRegistry.names():
     return seqio.TaskRegistry.get(name)

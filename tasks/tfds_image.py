@@ -5,13 +5,14 @@ Nothing is downloaded: the dataset must already be prepared under `data_dir` (`t
 that says where shardline looked and how to prepare it.
 """
 import gin
-import seqio
-import tensorflow as tf
-import tensorflow_datasets as tfds
+
+from shardline.tasks.tensorflow_setup import seqio, tf  # first: TensorFlow quiet, off the GPUs
+# pylint: disable=g-bad-import-order,wrong-import-order
+import tensorflow_datasets as tfds  # noqa: E402
 
 from shardline.core import paths
 from shardline.core.errors import UserError
-from shardline.data import sources
+from shardline.tasks import splits
 from shardline.data import tfds_source
 
 
@@ -71,6 +72,6 @@ def tfds_image_classification(tfds_name: str = gin.REQUIRED, data_dir: str = gin
         },
     )
   if str(builder.info.file_format).lower().endswith("array_record"):
-    sources.register_direct(name, lambda split: tfds_source.TfdsSource(
+    splits.register_direct(name, lambda split: tfds_source.TfdsSource(
         tfds_name, data_dir, split, {image_key: "image", label_key: "label"}, encoded=(image_key,)))
   return name

@@ -7,9 +7,10 @@ feature by a '/'-separated path and take the first caption; an optional label fe
 evaluation, and examples without one get label -1.
 """
 import gin
-import seqio
-import tensorflow as tf
-import tensorflow_datasets as tfds
+
+from shardline.tasks.tensorflow_setup import seqio, tf  # first: TensorFlow quiet, off the GPUs
+# pylint: disable=g-bad-import-order,wrong-import-order
+import tensorflow_datasets as tfds  # noqa: E402
 
 from shardline.tasks import captions
 from shardline.tasks.tfds_image import check_prepared

@@ -53,8 +53,8 @@ class ShardedTraining:
 
 def sharded_training(model, partitioner, tx, batch_size: int, learning_rate: float) -> ShardedTraining:
   """Initialises `model` for `tx` on `partitioner` and jits its train step at a constant learning rate."""
-  from shardline.training import step as step_lib  # pylint: disable=g-import-not-at-top
-  from shardline.training import train_state  # pylint: disable=g-import-not-at-top
+  from shardline.training.state import step as step_lib  # pylint: disable=g-import-not-at-top
+  from shardline.training.state import train_state  # pylint: disable=g-import-not-at-top
   spec = model.batch_spec(batch_size)
   _, sharding, _ = train_state.abstract_state(model, tx, spec, partitioner)
   batch_sharding = {k: partitioner.sharding(model.batch_axes()[k]) for k in spec}
@@ -107,8 +107,11 @@ def save_initial_checkpoint(experiment: str, model_dir, step: int, global_batch:
   """Saves the freshly initialised state of `experiment`'s model as checkpoint `step` in `model_dir` (with its
   fingerprint, as a training run would) and returns the model; a stand-in for a trained run where the values
   do not matter."""
-  from shardline.launch import gin_config, plan_inputs  # pylint: disable=g-import-not-at-top
-  from shardline.training import checkpoints, setup, train_state  # pylint: disable=g-import-not-at-top
+  from shardline.launch import gin_config
+  from shardline.launch import plan_inputs  # pylint: disable=g-import-not-at-top
+  from shardline.training.lifecycle import checkpoints
+  from shardline.training.state import run_setup as setup
+  from shardline.training.state import train_state  # pylint: disable=g-import-not-at-top
   gin_config.parse([experiment], ["MODEL_DIR='unused'"])
   model = plan_inputs.plan_run().model
   run = setup.build(model, total_steps=10, global_batch=global_batch)
@@ -123,8 +126,10 @@ def read_split(task: str, split: str, cache_dir, transform=None) -> dict:
   """Every example of a task's split through the input layer (prepared under cache_dir on first use, or read
   directly), transformed as the loader would with seed 0 and epoch 0, stacked into arrays."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from shardline.data import pipeline, sources  # pylint: disable=g-import-not-at-top
-  source = sources.open_source(task, split, sources.StreamSettings(cache_dir=str(cache_dir)))
+  from shardline.data import pipeline  # pylint: disable=g-import-not-at-top
+  from shardline.data.settings import StreamSettings  # pylint: disable=g-import-not-at-top
+  from shardline.tasks import splits  # pylint: disable=g-import-not-at-top
+  source = splits.open_source(task, split, StreamSettings(cache_dir=str(cache_dir)))
   first = source[0] if transform is None else transform(source[0], np.random.default_rng(0))
   loader = pipeline.RowLoader(source, first.keys(), transform, seed=0)
   indices = np.arange(len(source))

@@ -13,12 +13,11 @@ from typing import Dict, Sequence, Tuple
 
 import gin
 import numpy as np
-import seqio
-import tensorflow as tf
 
+from shardline.tasks.tensorflow_setup import seqio, tf
 from shardline.core import paths
 from shardline.core.errors import UserError
-from shardline.data import sources
+from shardline.tasks import splits
 from shardline.tasks.atari import episodes, generate, windows
 
 DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), ".cache", "shardline", "atari")
@@ -68,7 +67,7 @@ def atari_episodes(data_dir: str = DEFAULT_DATA_DIR, games: Sequence[str] = gene
                            preprocessors=[], output_features={
                                key: seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False, dtype=dtype,
                                                   rank=RANKS[key]) for key, dtype in FEATURES.items()})
-  sources.register_direct(name, open_split)
+  splits.register_direct(name, open_split)
   return name
 
 

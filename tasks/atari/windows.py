@@ -12,6 +12,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from shardline.core.errors import UserError
+from shardline.data import source
 from shardline.tasks.atari import episodes
 
 SPLITS = ("train", "validation")
@@ -24,7 +25,7 @@ def episode_lengths(data_dir: str) -> Dict[str, List[int]]:
   return {game: s["lengths"] for game, s in games.items()}
 
 
-class AtariWindows:
+class AtariWindows(source.Source):
   """Random access to one split's windows.
 
   Example: observations [K, 84, 84] uint8, returns_to_go [K] float32, actions [K] int32, rewards [K] int32

@@ -5,8 +5,7 @@
          simulator.STATE_CHANNELS (u, v, du/dt, dv/dt, humidity, instability).
   target [leads, target, target] float32: precipitation rate (mm/h) at each lead time over the central window.
 """
-import seqio
-import tensorflow as tf
+from shardline.tasks.tensorflow_setup import seqio, tf
 
 NAMES = ("radar", "state", "target")
 

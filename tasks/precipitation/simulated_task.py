@@ -13,9 +13,8 @@ from typing import Dict, Tuple
 
 import gin
 import numpy as np
-import seqio
-import tensorflow as tf
 
+from shardline.tasks.tensorflow_setup import seqio, tf
 from shardline.core import paths
 from shardline.tasks.precipitation import features, simulator
 

@@ -10,7 +10,7 @@ Examples are forecast times t (every `time_stride` frames, leaving room for the 
 times spatial windows of side `context` (every `spatial_stride` pixels). Splits follow time: the last
 `test_fraction` of forecast times is 'test', so no test frame is seen in training.
 
-The store is already random access, so it is a direct source of the input layer (data/sources.py): no prepare
+The store is already random access, so it is a direct source of the input layer (tasks/splits.py): no prepare
 step and no copy. Each example reads only its windows (tensorstore caches nothing between examples), so memory
 does not grow with the archive, and a batch's reads are issued together.
 """
@@ -20,13 +20,13 @@ from typing import Dict, List, Sequence, Tuple
 
 import gin
 import numpy as np
-import seqio
-import tensorflow as tf
 import tensorstore as ts
 
+from shardline.tasks.tensorflow_setup import seqio, tf
 from shardline.core import paths
 from shardline.core.errors import UserError
-from shardline.data import sources
+from shardline.data import source
+from shardline.tasks import splits
 from shardline.tasks.precipitation import features, simulator
 
 VARIABLES = ("precipitation",) + simulator.STATE_CHANNELS
@@ -89,7 +89,7 @@ def forecast_times_and_corners(shape: Sequence[int], g: Geometry) -> Tuple[Dict[
   return split_times, corners
 
 
-class ZarrWindows:
+class ZarrWindows(source.Source):
   """Random access to one split: example i is forecast time times[i // len(corners)] at corner
   corners[i % len(corners)], as {'radar': [input_frames, context, context], 'state': [6, context, context],
   'target': [len(lead_times), target, target]}, float32. Picklable (the stores reopen in a loader worker)."""
@@ -168,5 +168,5 @@ def precipitation_zarr(path: str = gin.REQUIRED, context: int = 64, target: int 
     seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(
         dataset_fn, splits=SPLITS, num_input_examples={k: len(v) * len(corners) for k, v in split_times.items()}),
                            preprocessors=[], output_features=features.output_features())
-  sources.register_direct(name, lambda split: ZarrWindows(path, geometry, split))
+  splits.register_direct(name, lambda split: ZarrWindows(path, geometry, split))
   return name

@@ -7,6 +7,7 @@ import pytest
 
 from shardline.core import errors as core_errors
 from shardline.data import augment
+from shardline.data import image_decode
 
 
 def _photo(size: int) -> np.ndarray:
@@ -59,7 +60,7 @@ def test_a_central_crop_fraction_outside_0_1_is_refused():
 def test_a_large_jpeg_decoded_at_a_reduced_scale_matches_a_full_decode():
   photo = _photo(1024)
   jpeg = _encoded(photo, ".jpg")
-  image = augment._Image(jpeg, 3)  # pylint: disable=protected-access
+  image = image_decode.Image(jpeg, 3)
   assert (image.height, image.width) == (1024, 1024) and image.pixels is None  # the header only
   out = augment.EvalImages(size=64, crop_fraction=0.5)({"image": jpeg}, np.random.default_rng(0))["image"]
   # the central 512 x 512 at 1/8 scale is 64 x 64: decoded at 1/8, then an identity resize

@@ -13,8 +13,9 @@ from PIL import Image
 
 from shardline.core import errors as core_errors
 from shardline.data import augment
+from shardline.data import image_decode
 
-_jpeg_window = augment._jpeg_window  # pylint: disable=protected-access
+_jpeg_window = image_decode._jpeg_window  # pylint: disable=protected-access
 # Without the extension only test_the_decoder_is_built fails, saying what to install; the rest need it.
 needs_decoder = pytest.mark.skipif(_jpeg_window is None, reason="shardline.data._jpeg_window not built")
 
@@ -146,7 +147,7 @@ def test_bad_data_raises_decode_error_and_bad_arguments_value_error():
 
 @needs_decoder
 def test_a_transform_handed_a_bad_window_raises_instead_of_decoding_otherwise(monkeypatch):
-  monkeypatch.setattr(augment, "_window", lambda box, scale, height, width: (0, 0, height + 5, width))
+  monkeypatch.setattr(image_decode, "_window", lambda box, scale, height, width: (0, 0, height + 5, width))
   with pytest.raises(ValueError, match="outside the"):
     augment.EvalImages(size=16)({"image": _jpeg(40, 40)}, None)
 
@@ -156,7 +157,7 @@ def test_the_transforms_decode_the_crop_or_with_partial_decode_false_the_whole_i
   data = _jpeg(203, 317)
   side = 0.8 * 203  # EvalImages' central crop (one whose edges differ: not every window's do)
   box = ((203 - side) / 2, (317 - side) / 2, side, side)
-  y0, x0, y1, x1 = augment._window(box, 1, 203, 317)  # pylint: disable=protected-access
+  y0, x0, y1, x1 = image_decode._window(box, 1, 203, 317)  # pylint: disable=protected-access
   crop = tf.io.decode_and_crop_jpeg(data, (y0, x0, y1 - y0, x1 - x0), channels=3).numpy()
   whole = tf.io.decode_jpeg(data, channels=3).numpy()[y0:y1, x0:x1]
   assert not np.array_equal(crop, whole)  # the crop's edges

@@ -8,8 +8,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from shardline.core.errors import UserError
 from shardline.data import augment, order, pipeline, prepare, prepared
-from shardline.training import data as data_lib
-from shardline.data import sources
+from shardline.data.feeder import SplitFeeder
+from shardline.data.settings import StreamSettings
+from shardline.data.source import Transform
+from shardline.tasks import digits, registry
 
 BATCH = 32
 STEPS = 5
@@ -17,7 +19,7 @@ STEPS = 5
 
 @pytest.fixture(scope="module")
 def digits_train(tmp_path_factory):
-  return prepared.PreparedSource(prepare.prepare("digits", "train", str(tmp_path_factory.mktemp("cache")),
+  return prepared.PreparedSource(prepare.prepare(registry.get_task(digits.TASK_NAME), "train", str(tmp_path_factory.mktemp("cache")),
                                                  quiet=True))
 
 
@@ -27,12 +29,12 @@ def _shardings():
 
 
 def _settings(workers):
-  return sources.StreamSettings(workers=workers, train_transform=augment.TrainImages(
+  return StreamSettings(workers=workers, train_transform=augment.TrainImages(
       size=8, channels=1, area_range=(0.3, 1.0)))
 
 
 def _batches(source, workers, start, sampler):
-  feeder = data_lib.SplitFeeder(source, _settings(workers))
+  feeder = SplitFeeder(source, _settings(workers))
   with feeder.train_stream(sampler, start, STEPS, _shardings()) as stream:
     return {step: {k: np.asarray(v) for k, v in stream.get(step).items()} for step in range(start, STEPS)}
 
@@ -69,7 +71,7 @@ def test_processes_read_disjoint_rows_whose_union_is_the_global_batch(digits_tra
 
 
 def test_evaluation_streams_every_example_once_padded(digits_train):
-  feeder = data_lib.SplitFeeder(digits_train, sources.StreamSettings())
+  feeder = SplitFeeder(digits_train, StreamSettings())
   shardings = {**_shardings(), "weight": _shardings()["label"]}
   batches = [{k: np.asarray(v) for k, v in b.items()} for b in feeder.eval_batches(BATCH * 2, shardings)]
   n = len(digits_train)
@@ -84,7 +86,7 @@ def test_evaluation_streams_every_example_once_padded(digits_train):
 def test_a_transform_that_raises_names_its_example_and_does_not_hang(digits_train, workers):
   sampler = order.StepSampler(len(digits_train), BATCH, seed=0)
   bad = int(sampler.indices(1)[5])
-  feeder = data_lib.SplitFeeder(digits_train, sources.StreamSettings(
+  feeder = SplitFeeder(digits_train, StreamSettings(
       workers=workers, train_transform=RaiseOn(digits_train[bad]["image"])))
   with feeder.train_stream(sampler, 0, STEPS, _shardings()) as stream:
     stream.get(0)
@@ -93,7 +95,7 @@ def test_a_transform_that_raises_names_its_example_and_does_not_hang(digits_trai
       stream.get(1)
 
 
-class RaiseOn:
+class RaiseOn(Transform):
   """A transform that raises on the example with this image (picklable, for grain's workers)."""
 
   def __init__(self, image):

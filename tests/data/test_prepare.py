@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 
 from shardline.core.errors import UserError
-from shardline.data import prepare, prepared, records, sources
+from shardline.data import prepare, prepared, records
+from shardline.data.settings import StreamSettings
+from shardline.tasks import digits, registry, splits  # noqa: F401  digits registers its task
 from tests import helpers
 from tests.data import slow_task  # noqa: F401  registers slow_digits
 
 SHARDS = 6
+_task = registry.get_task
 
 
 def _checksums(directory):
@@ -23,10 +26,10 @@ def _checksums(directory):
 
 
 def test_a_prepare_killed_mid_write_resumes_to_identical_shards(tmp_path):
-  clean = prepare.prepare(slow_task.NAME, "train", str(tmp_path / "clean"), num_shards=SHARDS, workers=1, quiet=True)
-  directory = prepare.locate(slow_task.NAME, "train", str(tmp_path / "killed"))[2]
-  code = ("from tests.data import slow_task; from shardline.data import prepare; "
-          f"prepare.prepare('{slow_task.NAME}', 'train', {str(tmp_path / 'killed')!r}, num_shards={SHARDS}, "
+  clean = prepare.prepare(_task(slow_task.NAME), "train", str(tmp_path / "clean"), num_shards=SHARDS, workers=1, quiet=True)
+  directory = prepare.locate(_task(slow_task.NAME), "train", str(tmp_path / "killed"))[1]
+  code = ("from tests.data import slow_task; from shardline.data import prepare; from shardline.tasks import registry; "
+          f"prepare.prepare(registry.get_task('{slow_task.NAME}'), 'train', {str(tmp_path / 'killed')!r}, num_shards={SHARDS}, "
           "workers=1, quiet=True)")
   process = subprocess.Popen([sys.executable, "-c", code], cwd=helpers.REPO, env=helpers.subprocess_env())
   deadline = time.time() + 120
@@ -40,7 +43,7 @@ def test_a_prepare_killed_mid_write_resumes_to_identical_shards(tmp_path):
   with pytest.raises(UserError, match="No prepared data"):
     prepared.PreparedSource(directory)  # a half-prepared split never reads as complete
 
-  again = prepare.prepare(slow_task.NAME, "train", str(tmp_path / "killed"), num_shards=SHARDS, workers=2,
+  again = prepare.prepare(_task(slow_task.NAME), "train", str(tmp_path / "killed"), num_shards=SHARDS, workers=2,
                           quiet=True)
   assert _checksums(again) == _checksums(clean)
   assert not [n for n in os.listdir(again) if ".tmp-" in n]  # the killed writer's temporary file is gone
@@ -52,7 +55,7 @@ def test_a_prepare_killed_mid_write_resumes_to_identical_shards(tmp_path):
 
 @pytest.fixture
 def digits_split(tmp_path):
-  return prepare.prepare("digits", "test", str(tmp_path), num_shards=2, quiet=True)
+  return prepare.prepare(_task("digits"), "test", str(tmp_path), num_shards=2, quiet=True)
 
 
 def _first_shard(directory):
@@ -67,7 +70,7 @@ def test_a_truncated_shard_is_named_and_prepare_rewrites_only_it(digits_split, t
   with pytest.raises(UserError, match=r"test-00000-of-00002.array_record is 1,000 bytes, but its manifest says"):
     prepared.PreparedSource(digits_split)
   second_mtime = os.stat(os.path.join(digits_split, "test-00001-of-00002.array_record")).st_mtime_ns
-  prepare.prepare("digits", "test", str(tmp_path), quiet=True)
+  prepare.prepare(_task("digits"), "test", str(tmp_path), quiet=True)
   assert _checksums(digits_split) == before
   assert os.stat(os.path.join(digits_split, "test-00001-of-00002.array_record")).st_mtime_ns == second_mtime
 
@@ -96,15 +99,15 @@ def test_another_preprocessing_is_named_and_a_missing_split_says_how_to_prepare(
   os.rename(digits_split, digits_split.rsplit(".", 1)[0] + ".0123456789")
   manifest["fingerprint"]["preprocessors"] = ["an older preprocessing"]
   json.dump(manifest, open(digits_split.rsplit(".", 1)[0] + ".0123456789/" + prepared.MANIFEST, "w"))
-  settings = sources.StreamSettings(cache_dir=str(tmp_path), prepare_on_first_use=False)
+  settings = StreamSettings(cache_dir=str(tmp_path), prepare_on_first_use=False)
   with pytest.raises(UserError) as error:
-    sources.open_source("digits", "test", settings)
+    splits.open_source("digits", "test", settings)
   message = str(error.value)
   assert "is not prepared under stream.cache_dir" in message and "shardline data prepare" in message
   assert "made by a different task version or preprocessing" in message
   assert "preprocessors: the cache has ['an older preprocessing'], the task now gives []" in message
   with pytest.raises(UserError, match="has no split 'validation'; it has train, test"):
-    sources.open_source("digits", "validation", settings)
+    splits.open_source("digits", "validation", settings)
 
 
 def test_an_image_that_fails_to_decode_is_named(tmp_path):

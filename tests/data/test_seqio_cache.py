@@ -14,7 +14,9 @@ import pytest
 import seqio
 
 from shardline.core.errors import UserError
-from shardline.data import seqio_cache, sources
+from shardline.data import seqio_cache
+from shardline.data.settings import StreamSettings
+from shardline.tasks import splits
 from shardline.tasks import digits  # noqa: F401  registers the digits task
 from tests import helpers
 
@@ -46,12 +48,12 @@ def write_like_seqio(cache_dir, task_name: str, split: str, shards: int, group_s
 
 
 def _settings(tmp_path, cache_dirs):
-  return sources.StreamSettings(cache_dir=str(tmp_path / "prepared"), seqio_cache_dirs=tuple(map(str, cache_dirs)))
+  return StreamSettings(cache_dir=str(tmp_path / "prepared"), seqio_cache_dirs=tuple(map(str, cache_dirs)))
 
 
 def test_the_cache_is_read_in_place_with_the_tasks_examples(tmp_path):
   directory = write_like_seqio(tmp_path / "seqio", "digits", "test", shards=3)
-  source = sources.open_source("digits", "test", _settings(tmp_path, [tmp_path / "elsewhere", tmp_path / "seqio"]))
+  source = splits.open_source("digits", "test", _settings(tmp_path, [tmp_path / "elsewhere", tmp_path / "seqio"]))
   assert isinstance(source, seqio_cache.SeqioCacheSource) and source.directory == directory
   assert not (tmp_path / "prepared").exists()  # nothing prepared
   # shard by shard in name order: shard 0 holds the task's examples 0, 3, 6, ... (120 of them)
@@ -75,7 +77,7 @@ def test_the_cache_is_read_in_place_with_the_tasks_examples(tmp_path):
       .describe()
   with pytest.raises(UserError, match="stream.seqio_cache_dirs = gs://bucket/seqio: ArrayRecord shards are read "
                                       "with local file I/O"):
-    sources.StreamSettings(seqio_cache_dirs=("gs://bucket/seqio",)).check()
+    StreamSettings(seqio_cache_dirs=("gs://bucket/seqio",))
 
 
 def test_training_streams_from_a_seqio_cache(tmp_path):
@@ -96,13 +98,13 @@ def test_bad_caches_stop_with_what_is_wrong(tmp_path):
   directory = write_like_seqio(tmp_path / "seqio", "digits", "test", shards=2)
   os.remove(os.path.join(directory, "COMPLETED"))
   with pytest.raises(UserError, match="has no COMPLETED file: the job that writes it has not finished"):
-    sources.open_source("digits", "test", settings)
+    splits.open_source("digits", "test", settings)
 
   directory = write_like_seqio(tmp_path / "seqio", "digits", "test", shards=2)
   os.remove(os.path.join(directory, "test.array_record-00001-of-00002"))
   with pytest.raises(UserError, match=r"holds 1 test.array_record shard\(s\), but .* records 2: shards are "
                                       "missing"):
-    sources.open_source("digits", "test", settings)
+    splits.open_source("digits", "test", settings)
 
   directory = write_like_seqio(tmp_path / "seqio", "digits", "test", shards=2)
   info_path = os.path.join(directory, "info.test.json")
@@ -113,19 +115,19 @@ def test_bad_caches_stop_with_what_is_wrong(tmp_path):
     json.dump(info, f)
   with pytest.raises(UserError, match="does not hold the task's features: 'label' is float32, the task gives "
                                       "int32"):
-    sources.open_source("digits", "test", settings)
+    splits.open_source("digits", "test", settings)
   info["features"]["label"] = {"dtype": "int32", "shape": [None, None]}
   with open(info_path, "w") as f:
     json.dump(info, f)
   with pytest.raises(UserError, match=r"Feature 'label' .* shape \[None, None\]: shardline reads dense features"):
-    sources.open_source("digits", "test", settings)
+    splits.open_source("digits", "test", settings)
 
   directory = write_like_seqio(tmp_path / "seqio", "digits", "test", shards=2)
   shard = os.path.join(directory, "test.array_record-00000-of-00002")
   with open(shard, "r+b") as f:  # damage the records, keep the footer
     f.seek(200)
     f.write(b"\xff" * 64)
-  source = sources.open_source("digits", "test", settings)
+  source = splits.open_source("digits", "test", settings)
   with pytest.raises(UserError, match=r"Record 0 of the seqio cache shard .*test.array_record-00000-of-00002 "
                                       r"\(example 0\) cannot be read"):
     source[0]

@@ -9,7 +9,7 @@ import pytest
 
 from shardline.core.errors import UserError
 from shardline.tasks.atari import environment, episodes, generate, policies, task, windows
-from shardline.training import atari_play as play
+from shardline.training.evaluation import atari_play as play
 
 
 def test_environment_is_deterministic_and_preprocessed():

@@ -11,7 +11,7 @@ from shardline.core.errors import UserError
 from shardline.launch import gin_config
 from shardline.data import augment
 from tests import helpers
-from shardline.training import evaluators
+from shardline.training.evaluation import evaluators
 
 SIZES = {"train": 6, "validation": 4, "test": 3}
 
@@ -42,7 +42,7 @@ def test_pod_experiment_trains_on_train_and_evaluates_the_labelled_validation_sp
   value = lambda name: gin.query_parameter(name).scoped_configurable_fn()  # a macro or configurable's value
   task = value("train.task")
   assert gin.query_parameter("train.train_split") == "train"
-  for name in ("train.eval_split", "evaluate.split", "infer.split", "split_eval.split"):
+  for name in ("infer.split", "split_eval.split"):
     assert value(name) == "validation", name
   transforms = {"train": value("stream.train_transform"), "validation": value("stream.eval_transform")}
   assert isinstance(transforms["train"], augment.TrainImages) and isinstance(transforms["validation"], augment.EvalImages)

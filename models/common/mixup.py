@@ -5,7 +5,7 @@ step: lam ~ Beta(alpha, alpha), folded to max(lam, 1 - lam) so each row's own ex
 is the train step's (the run's seed folded with the step, kept in the checkpoint), so a resumed or elastic run
 mixes identically: the weight depends on (seed, step) only, and the neighbour is a row of the global batch,
 whatever the number of processes. With gradient accumulation each microbatch is mixed on its own, with its own
-key (training/microbatches.py).
+key (training/state/microbatches.py).
 """
 from typing import Tuple
 

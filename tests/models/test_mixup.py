@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from shardline.data.mixup import mixup
+from shardline.models.common.mixup import mixup
 from shardline.models.vit22b.classifier import ImageClassifier
 from tests import helpers
 
