@@ -13,7 +13,9 @@ from typing import Sequence
 import jax
 
 from benchmarks import timing, train_step
-from shardline.launch import flags, gin_config, runtime
+from shardline.launch import flags
+from shardline.launch import gin_config
+from shardline.launch import runtime
 from shardline.launch import plan_inputs
 
 VARIANTS = {

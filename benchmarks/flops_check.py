@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from shardline.kernels.attention import api as attention_api
-from shardline.training import hlo_flops
+from shardline.training.planning.hlo import flops as hlo_flops
 
 
 def _with_gradients(fn):

@@ -48,7 +48,7 @@ def main():
   command = [sys.executable, "-m", "shardline.launch.cli", "train",
              "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin", f"--gin.MODEL_DIR='{model_dir}'",
              f"--gin.train.steps={args.steps}", f"--gin.train.checkpoint_every={args.checkpoint_every}",
-             f"--gin.train.keep_checkpoints={args.keep}", f"--gin.train.log_every={args.log_every}",
+             f"--gin.train.checkpointing.keep={args.keep}", f"--gin.train.log_every={args.log_every}",
              f"--gin.train.eval_every={args.steps}"]
   start = time.time()
   child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -5,7 +5,7 @@
 
 The step runs on synthetic batches of the model's own shapes (no data loading), after `--warmup` steps, and
 `--steps` steps are timed between two device synchronisations. FLOPs are matmul FLOPs counted from the compiled
-program (training/hlo_flops.py): "model" FLOPs from the step compiled without rematerialisation, "hardware"
+program (training/planning/hlo/flops.py): "model" FLOPs from the step compiled without rematerialisation, "hardware"
 FLOPs from the step as run. MFU = model FLOP/s per device / the device's dense bf16 peak; HFU uses hardware
 FLOPs. `--record` appends the row to BENCHMARKS.md.
 """
@@ -21,12 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import timing
-from shardline.launch import flags, gin_config, runtime
+from shardline.launch import flags
+from shardline.launch import gin_config
+from shardline.launch import runtime
 from shardline.launch import plan_inputs
-from shardline.training import flops as flops_lib
-from shardline.training import setup as setup_lib
-from shardline.training import step as step_lib
-from shardline.training import train_state
+from shardline.training.planning import hardware
+from shardline.training.planning import mfu
+from shardline.training.state import run_setup as setup_lib
+from shardline.training.state import step as step_lib
+from shardline.training.state import train_state
 
 BENCHMARKS_MD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
 RECORD_HEADER = "## Recorded by benchmarks.train_step"
@@ -68,14 +71,14 @@ def measure(model, batch_size: int, steps: int, warmup: int) -> Dict[str, float]
   start = time.time()
   compiled = step.lower(state, batch).compile()
   compile_seconds = time.time() - start
-  hardware = flops_lib.compiled_flops(compiled) or 0.0
+  hardware_flops = mfu.compiled_flops(compiled) or 0.0
   plain = _without_remat(model)
   if plain is None:
-    model_flops = hardware
+    model_flops = hardware_flops
   else:
     plain_step = step_lib.jit_train_step(step_lib.train_step_fn(plain, run.tx, run.schedule), run.partitioner,
                                          run.state_sharding, run.batch_sharding)
-    model_flops = flops_lib.compiled_flops(plain_step.lower(state, batch).compile()) or 0.0
+    model_flops = mfu.compiled_flops(plain_step.lower(state, batch).compile()) or 0.0
   for _ in range(warmup):
     state, metrics = compiled(state, batch)
   jax.block_until_ready((state, metrics))
@@ -85,12 +88,12 @@ def measure(model, batch_size: int, steps: int, warmup: int) -> Dict[str, float]
   jax.block_until_ready((state, metrics))
   seconds = (time.perf_counter() - start) / steps
   kind = jax.devices()[0].device_kind
-  peak = flops_lib.peak_tflops(kind)
+  peak = hardware.peak_tflops_per_device(kind)
   return {"step_seconds": seconds, "examples_per_sec": batch_size / seconds,
           "model_tflops_per_device": model_flops / seconds / 1e12,
-          "hardware_tflops_per_device": hardware / seconds / 1e12,
+          "hardware_tflops_per_device": hardware_flops / seconds / 1e12,
           "mfu": model_flops / seconds / (peak * 1e12) if peak else None,
-          "hfu": hardware / seconds / (peak * 1e12) if peak else None,
+          "hfu": hardware_flops / seconds / (peak * 1e12) if peak else None,
           "peak_memory_gib": (_peak_memory() or 0) / 2 ** 30 or None, "compile_seconds": compile_seconds,
           "loss": float(metrics["loss"][0]), "devices": jax.device_count(), "device_kind": kind}
 

@@ -1,6 +1,6 @@
 """Names for GPU (Triton) kernels that carry the kernel's FLOPs.
 
-A Pallas call lowered for Triton keeps no cost estimate in its HLO, only its name; training/hlo_flops.py reads
+A Pallas call lowered for Triton keeps no cost estimate in its HLO, only its name; training/planning/hlo/flops.py reads
 the FLOPs back from names made here.
 """
 import re

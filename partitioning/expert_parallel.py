@@ -10,7 +10,8 @@ from typing import Callable
 import jax
 from jax.sharding import PartitionSpec as P
 
-from shardline.partitioning import axes, context
+from shardline.partitioning import axes
+from shardline.partitioning import context
 
 
 def map_experts(fn: Callable, x: jax.Array, counts: jax.Array, *weights: jax.Array) -> jax.Array:

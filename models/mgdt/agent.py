@@ -23,7 +23,7 @@ class DecisionTransformerAgent(base.BaseModel):
     kappa: the optimality bias for play; return_temperature, action_temperature: sampling temperatures.
     shift_pad: training windows are shifted by up to this many pixels (augment.random_shift); 0 (the paper's
       setting) trains on the frames as they are. Evaluation and play never shift.
-    player: plays games with a checkpoint for `shardline infer` (training/atari_play.py: @evaluators.play_atari in gin); models
+    player: plays games with a checkpoint for `shardline infer` (training/evaluation/atari_play.py: @evaluators.play_atari in gin); models
       never import the emulator themselves.
   """
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from shardline.data.mixup import mixup
+from shardline.models.common.mixup import mixup
 from shardline.models import base
 from shardline.models.vit22b.config import ViT22BConfig
 from shardline.models.vit22b.model import ViT22B
@@ -20,7 +20,7 @@ class ImageClassifier(base.BaseModel):
   Args:
     config: the ViT-22B configuration.
     label_smoothing: the share of each target spread evenly over the classes.
-    mixup_alpha: above 0, training images and targets are mixed with Beta(alpha, alpha) weights (data/mixup.py);
+    mixup_alpha: above 0, training images and targets are mixed with Beta(alpha, alpha) weights (models/common/mixup.py);
       the training accuracy then counts the dominant (each row's own) label.
 
   Batches hold 'image' [batch, H, W, C] float32 and 'label' [batch] int32, and for evaluation optionally

@@ -115,7 +115,7 @@ def test_vit22b_forward_with_the_pallas_kernel_matches_xla():
   from shardline.models.vit22b.classifier import ImageClassifier  # pylint: disable=g-import-not-at-top
   from shardline.partitioning import rules  # pylint: disable=g-import-not-at-top
   from shardline.partitioning.context import Partitioner  # pylint: disable=g-import-not-at-top
-  from shardline.training.step import PartitionedFunction  # pylint: disable=g-import-not-at-top
+  from shardline.training.state.step import PartitionedFunction  # pylint: disable=g-import-not-at-top
   partitioner = Partitioner(helpers.mesh(fsdp=2, tensor=4), rules.FSDP_TENSOR)
   batch = {"image": jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 1)), "label": jnp.arange(4)}
   losses = {}

@@ -78,7 +78,7 @@ def test_sigterm_to_one_process_saves_one_agreed_step_on_both(tmp_path):
   launch = ("launch-local", "--processes", "2", "--devices-per-process", "4", "--")
   # Both hosts stall before step 6, so the signal sent to p1 after step 2 lands before the run can end.
   process = subprocess.Popen(
-      helpers.shardline_command(*launch, *helpers.tiny_train_args(model_dir, 12), "--gin.train.inject_stall=(5, 30)"),
+      helpers.shardline_command(*launch, *helpers.tiny_train_args(model_dir, 12), "--gin.train.faults.stall=(5, 30)"),
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=helpers.subprocess_env(), cwd=helpers.REPO)
   seen = []
   for line in process.stdout:

@@ -4,8 +4,11 @@ import os
 
 import pytest
 
-from shardline.launch import gin_config, plan as plan_cli, plan_inputs
-from shardline.training import planning, targets
+from shardline.launch import gin_config
+from shardline.launch import plan as plan_cli
+from shardline.launch import plan_inputs
+from shardline.training.planning import planner as planning
+from shardline.training.planning import targets
 from tests import helpers
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")

@@ -14,7 +14,7 @@ from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
 from shardline.core.errors import UserError
 from shardline.tasks.precipitation import simulator
-from shardline.training import step as step_lib
+from shardline.training.state import step as step_lib
 from tests import helpers
 
 

@@ -171,7 +171,7 @@ def test_a_few_training_steps():
 
 def test_plays_one_short_episode_in_the_emulator(tmp_path):
   from shardline.tasks.atari import generate  # pylint: disable=g-import-not-at-top
-  from shardline.training import atari_play as play  # pylint: disable=g-import-not-at-top
+  from shardline.training.evaluation import atari_play as play  # pylint: disable=g-import-not-at-top
   agent = DecisionTransformerAgent(MGDTConfig(**TINY))
   batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in agent.batch_spec(1).items()}
   params = nn.unbox(agent.init(jax.random.PRNGKey(0), batch))

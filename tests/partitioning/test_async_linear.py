@@ -13,11 +13,13 @@ from jax.experimental import topologies
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from shardline.models.vit22b.classifier import ImageClassifier
-from shardline.partitioning import async_linear, hlo_overlap, rules
+from shardline.partitioning import async_linear
+from shardline.training.planning.hlo import overlap as hlo_overlap
+from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner, use_partitioner
 from shardline.tasks import digits
-from shardline.training import step as step_lib
-from shardline.training import train_state
+from shardline.training.state import step as step_lib
+from shardline.training.state import train_state
 from tests import helpers
 
 MESHES = [(1, 8), (2, 4), (4, 2)]  # fsdp x tensor

@@ -9,7 +9,8 @@ import optax
 from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
-from shardline.training import step as step_lib, train_state
+from shardline.training.state import step as step_lib
+from shardline.training.state import train_state
 from tests import helpers
 
 COLLECTIVE = re.compile(r"\b(all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)(-start)?\(")

@@ -5,7 +5,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from shardline.models.vit22b.classifier import ImageClassifier
-from shardline.partitioning import rules, shardings
+from shardline.partitioning import rules
+from shardline.partitioning import shardings
 from shardline.partitioning.context import Partitioner
 from shardline.core.errors import UserError
 from tests import helpers

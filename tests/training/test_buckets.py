@@ -28,9 +28,9 @@ def test_a_run_in_a_bucket_is_killed_resumes_and_evaluates(tmp_path, store):
   cwd.mkdir()
   with SERVERS[store]() as env:
     model_dir = f"{store}://{storage_servers.BUCKET}/runs/tiny"
-    args = helpers.tiny_train_args(model_dir, 6, "--gin.train.async_checkpoints=False")
+    args = helpers.tiny_train_args(model_dir, 6, "--gin.train.checkpointing.async_save=False")
     # The host stalls before step 5: by then step 3's checkpoint is committed (saves are synchronous here).
-    process = subprocess.Popen(helpers.shardline_command(*args, "--gin.train.inject_stall=(4, 600)"),
+    process = subprocess.Popen(helpers.shardline_command(*args, "--gin.train.faults.stall=(4, 600)"),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=helpers.subprocess_env(env), cwd=cwd)
     seen = []

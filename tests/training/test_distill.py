@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from shardline.core.errors import UserError
-from shardline.launch import gin_config, plan_inputs
+from shardline.launch import gin_config
+from shardline.launch import plan_inputs
 from shardline.models import base
 from shardline.models.vit22b.classifier import ImageClassifier
-from shardline.training import checkpoints, distill, setup
+from shardline.training.lifecycle import checkpoints
+from shardline.training.transfer import distill
+from shardline.training.state import run_setup as setup
 from tests import helpers
 
 TEACHER_STEPS = 4
@@ -36,7 +39,7 @@ def test_loss_is_the_weighted_sum_of_label_loss_and_temperature_scaled_kl():
   student_logits = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]], np.float32)
   teacher_logits = np.array([[0.0, 2.0, -2.0], [-1.0, 3.0, 0.0]], np.float32)
   spec = distill.Distill(teacher=FixedLogits(), path="unused", temperature=2.0, weight=0.75)
-  loss, metrics = distill.loss_and_metrics(spec, FixedLogits(), student_logits, teacher_logits, {}, None)
+  loss, metrics = spec.loss_and_metrics(FixedLogits(), student_logits, teacher_logits, {}, None)
 
   def softmax(x):
     e = np.exp(x - x.max(-1, keepdims=True))
@@ -47,7 +50,7 @@ def test_loss_is_the_weighted_sum_of_label_loss_and_temperature_scaled_kl():
   np.testing.assert_allclose(metrics["distill_kl"][0], kl, rtol=1e-6)
   assert float(metrics["teacher_agreement"][0]) == 0.5  # the top classes differ in row 0 and agree in row 1
   assert float(metrics["label_loss"][0]) == 0.5 and "accuracy" in metrics
-  grads = jax.grad(lambda s: distill.loss_and_metrics(spec, FixedLogits(), s, teacher_logits, {}, None)[0])(
+  grads = jax.grad(lambda s: spec.loss_and_metrics(FixedLogits(), s, teacher_logits, {}, None)[0])(
       student_logits)
   assert np.all(np.isfinite(grads)) and np.any(grads)
 

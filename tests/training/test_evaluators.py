@@ -4,7 +4,8 @@ import json
 import pytest
 
 from shardline.core.errors import UserError
-from shardline.training import evaluators, fewshot
+from shardline.training.evaluation import evaluators
+from shardline.training.evaluation import fewshot
 from tests import helpers
 
 EVALUATORS = ("--gin.EVALUATORS={'eval': @split_eval(), 'fewshot': @fewshot()}", "--gin.split_eval.every=2",

@@ -121,7 +121,7 @@ def test_mismatched_model_dir_stops_and_changes_nothing(tmp_path):
 
 def test_nan_stops_the_run_with_metrics_written_and_no_bad_checkpoint(tmp_path):
   model_dir = tmp_path / "run"
-  result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, STEPS, "--gin.train.inject_nan_at_step=4"))
+  result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, STEPS, "--gin.train.faults.nan_at_step=4"))
   assert result.returncode == 2, result.stderr[-2000:]
   assert "became NaN/Inf at or before step 5" in result.stderr and "latest checkpoint is step 3" in result.stderr
   assert sorted(helpers.train_losses(model_dir)) == [1, 2, 3, 4, 5]  # written up to the bad step
@@ -133,7 +133,7 @@ def test_nan_stops_the_run_with_metrics_written_and_no_bad_checkpoint(tmp_path):
 
 def test_nan_skip_policy_counts_and_continues(tmp_path):
   model_dir = tmp_path / "run"
-  result = _finish(helpers.tiny_train_args(model_dir, 6, "--gin.train.inject_nan_at_step=2",
+  result = _finish(helpers.tiny_train_args(model_dir, 6, "--gin.train.faults.nan_at_step=2",
                                            "--gin.train.nonfinite_policy='skip'"))
   assert "skipped non-finite updates: 1" in result.stdout
   assert "were skipped" in result.stdout
@@ -149,7 +149,7 @@ def test_sigterm_saves_the_agreed_step_exits_75_and_the_resume_is_exact(tmp_path
   model_dir = tmp_path / "run"
   args = helpers.tiny_train_args(model_dir, STEPS, *AUGMENTED)
   # The host stalls before step 7, so the signal sent after step 4 always lands before the run ends.
-  process = _popen(args + ("--gin.train.inject_stall=(6, 20)",))
+  process = _popen(args + ("--gin.train.faults.stall=(6, 20)",))
   seen = []
   for line in process.stdout:
     seen.append(line)
@@ -172,7 +172,7 @@ def test_sigterm_saves_the_agreed_step_exits_75_and_the_resume_is_exact(tmp_path
 
 def test_sigterm_while_compiling_stops_cleanly(tmp_path):
   model_dir = tmp_path / "run"
-  process = _popen(helpers.tiny_train_args(model_dir, STEPS) + ("--gin.train.inject_stall=(1, 20)",))
+  process = _popen(helpers.tiny_train_args(model_dir, STEPS) + ("--gin.train.faults.stall=(1, 20)",))
   seen = []
   for line in process.stdout:
     seen.append(line)
@@ -194,7 +194,7 @@ def test_sigterm_while_compiling_stops_cleanly(tmp_path):
 def test_sigterm_during_an_evaluation_saves_when_it_ends(tmp_path):
   model_dir = tmp_path / "run"
   args = helpers.tiny_train_args(model_dir, STEPS, "--gin.train.eval_every=3")
-  process = _popen(args + ("--gin.train.inject_stall=(3, 10, 'eval')",))  # the evaluation after step 3 stalls
+  process = _popen(args + ("--gin.train.faults.stall=(3, 10, 'eval')",))  # the evaluation after step 3 stalls
   seen = []
   for line in process.stdout:
     seen.append(line)

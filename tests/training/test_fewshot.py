@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from shardline.core.errors import UserError
-from shardline.training import fewshot
+from shardline.training.evaluation import fewshot
 
 
 def _clusters(rng, n_per_class, classes=4, width=32, spread=0.3):

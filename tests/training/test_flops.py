@@ -9,8 +9,8 @@ import pytest
 from shardline.kernels import kernel_names
 from shardline.models.vit22b import flops as vit_flops
 from shardline.models.vit22b.classifier import ImageClassifier
-from shardline.training import flops as flops_lib
-from shardline.training import hlo_flops
+from shardline.training.planning import mfu as flops_lib
+from shardline.training.planning.hlo import flops as hlo_flops
 from tests import helpers
 
 BATCH = 32

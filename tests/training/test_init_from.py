@@ -11,9 +11,15 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from shardline.core.errors import UserError
-from shardline.launch import gin_config, plan as plan_cli
+from shardline.launch import gin_config
+from shardline.launch import plan as plan_cli
 from shardline.models.base import TransferRules
-from shardline.training import checkpoints, frozen as frozen_lib, init_from, param_mapping, setup, train_state
+from shardline.training.lifecycle import checkpoints
+from shardline.training.state import frozen as frozen_lib
+from shardline.training.transfer import init_from
+from shardline.training.transfer import param_mapping
+from shardline.training.state import run_setup as setup
+from shardline.training.state import train_state
 from tests import helpers
 
 PRETRAIN_STEPS = 6

@@ -8,7 +8,9 @@ from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner, use_partitioner
 from shardline.tasks import digits
-from shardline.training import microbatches, step as step_lib, train_state
+from shardline.training.state import microbatches
+from shardline.training.state import step as step_lib
+from shardline.training.state import train_state
 from tests import helpers
 
 BATCH = 32

@@ -10,7 +10,7 @@ from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
 from shardline.tasks import digits
-from shardline.training import step as step_lib
+from shardline.training.state import step as step_lib
 from tests import helpers
 
 BATCH = 16

@@ -1,4 +1,4 @@
-"""train.profile_steps writes an XProf trace under MODEL_DIR/plugins/profile that the xprof package (TensorBoard's
+"""train.profile.steps writes an XProf trace under MODEL_DIR/plugins/profile that the xprof package (TensorBoard's
 profile plugin) reads back, with one annotated step per profiled step; a range past the end is refused."""
 import glob
 import json
@@ -7,7 +7,7 @@ import os
 import pytest
 
 from shardline.core.errors import UserError
-from shardline.training import profiling
+from shardline.training.lifecycle import profiling
 from tests import helpers
 
 
@@ -22,7 +22,7 @@ def _steps_in_trace(xplane_path: str):
 
 def test_profile_steps_are_in_the_trace(tmp_path):
   model_dir = tmp_path / "run"
-  result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 5), "--gin.train.profile_steps=(1, 3)")
+  result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 5), "--gin.train.profile.steps=(1, 3)")
   assert result.returncode == 0, result.stderr[-3000:]
   traces = glob.glob(str(model_dir / "plugins" / "profile" / "*" / "*.xplane.pb"))
   assert len(traces) == 1, os.listdir(model_dir)

@@ -10,7 +10,9 @@ from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.partitioning import rules
 from shardline.partitioning.context import Partitioner
 from shardline.tasks import digits
-from shardline.training import checkpoints, step as step_lib, train_state
+from shardline.training.lifecycle import checkpoints
+from shardline.training.state import step as step_lib
+from shardline.training.state import train_state
 from tests import helpers
 
 BATCH = 16

@@ -5,9 +5,14 @@ import numpy as np
 import pytest
 
 from shardline.core.errors import UserError
-from shardline.launch import gin_config, plan as plan_cli
+from shardline.launch import gin_config
+from shardline.launch import plan as plan_cli
 from shardline.models.base import TransferRules
-from shardline.training import checkpoints, init_from, param_mapping, setup, train_state
+from shardline.training.lifecycle import checkpoints
+from shardline.training.transfer import init_from
+from shardline.training.transfer import param_mapping
+from shardline.training.state import run_setup as setup
+from shardline.training.state import train_state
 from tests import helpers
 
 DENSE_STEPS = 2

@@ -4,8 +4,8 @@ import pytest
 
 from shardline.launch import gin_config
 from shardline.core.errors import UserError
-from shardline.training import data as data_lib
-from shardline.training import setup
+from shardline.training.state import batch_checks
+from shardline.training.state import run_setup as setup
 
 EXPERIMENT = "experiments/vit22b_tiny_digits_cpu8.gin"
 
@@ -29,7 +29,7 @@ def test_bad_mesh_message():
 def test_indivisible_batch_message():
   run = _build()
   with pytest.raises(UserError) as e:
-    data_lib.check_batch_divisible(130, run.partitioner)
+    batch_checks.check_batch_divisible(130, run.partitioner)
   assert "130 is not divisible by the data-parallel size 4" in str(e.value) and "fsdp" in str(e.value)
 
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from shardline.core.errors import UserError
-from shardline.training import watchdog
+from shardline.training.lifecycle import watchdog
 from tests import helpers
 
 
@@ -65,8 +65,8 @@ def test_bad_settings_are_user_errors(timeout, action):
 
 def test_a_hung_training_run_dumps_and_aborts(tmp_path):
   model_dir = tmp_path / "run"
-  result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 6), "--gin.train.hang_timeout_s=3",
-                                 "--gin.train.hang_action='abort'", "--gin.train.inject_stall=(2, 600)",
+  result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 6), "--gin.train.watchdog.timeout_s=3",
+                                 "--gin.train.watchdog.action='abort'", "--gin.train.faults.stall=(2, 600)",
                                  timeout=300)
   assert result.returncode == watchdog.HUNG_EXIT_CODE, result.stdout[-2000:] + result.stderr[-2000:]
   assert "shardline: no training progress for" in result.stderr and "_stall_if_injected" in result.stderr

@@ -1,4 +1,4 @@
-"""XProf traces of chosen steps: `train.profile_steps = (start, count)`.
+"""XProf traces of chosen steps: `train.profile.steps = (start, count)`.
 
 The trace covers steps start .. start+count-1, each inside a `StepTraceAnnotation('train', step_num=s)` so the
 profile tools show step boundaries. It is written where TensorBoard's profile plugin (the `xprof` package) looks,
@@ -27,11 +27,11 @@ def check_steps(profile_steps: Optional[Sequence[int]], total_steps: int) -> Non
   if profile_steps is None:
     return
   if len(profile_steps) != 2 or profile_steps[0] < 0 or profile_steps[1] < 1:
-    raise UserError(f"train.profile_steps = {tuple(profile_steps)}; give (first_step, number_of_steps) with "
+    raise UserError(f"train.profile.steps = {tuple(profile_steps)}; give (first_step, number_of_steps) with "
                     "first_step >= 0 and at least one step, e.g. (10, 5).")
   start, count = profile_steps
   if start + count > total_steps:
-    raise UserError(f"train.profile_steps = ({start}, {count}) profiles steps {start}..{start + count - 1}, past "
+    raise UserError(f"train.profile.steps = ({start}, {count}) profiles steps {start}..{start + count - 1}, past "
                     f"the end of training (train.steps = {total_steps}, so the last step is {total_steps - 1}). "
                     f"Start at most at step {max(total_steps - count, 0)} or profile fewer steps.")
 

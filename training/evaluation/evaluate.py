@@ -1,4 +1,4 @@
-"""`shardline eval`: restores a checkpoint and runs the run's evaluators on it (training/evaluators.py)."""
+"""`shardline eval`: restores a checkpoint and runs the run's evaluators on it (training/evaluation/evaluators.py)."""
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import gin
@@ -8,11 +8,11 @@ from shardline.core import paths
 from shardline.core.errors import UserError
 from shardline.models.base import BaseModel
 from shardline.partitioning import mesh as mesh_lib
-from shardline.training import checkpoints as checkpoints_lib
-from shardline.training import data as data_lib
-from shardline.training import evaluators as evaluators_lib
-from shardline.training import setup as setup_lib
-from shardline.training import summaries as summaries_lib
+from shardline.training.lifecycle import checkpoints as checkpoints_lib
+from shardline.training.state import batch_checks
+from shardline.training.evaluation import evaluators as evaluators_lib
+from shardline.training.state import run_setup as setup_lib
+from shardline.training.lifecycle import summaries as summaries_lib
 
 
 def _report(model: BaseModel, params: Any, data: evaluators_lib.EvalData, evaluator: evaluators_lib.SplitEval,
@@ -27,7 +27,7 @@ def _report(model: BaseModel, params: Any, data: evaluators_lib.EvalData, evalua
 
 @gin.configurable("evaluate", denylist=["devices", "only"])
 def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: str = gin.REQUIRED,
-             batch_size: int = gin.REQUIRED, split: str = "test", step: Optional[int] = None,
+             batch_size: int = gin.REQUIRED, step: Optional[int] = None,
              evaluators: Optional[Mapping[str, evaluators_lib.Evaluator]] = None, only: Sequence[str] = (),
              devices=None) -> Dict[str, Any]:
   """Restores a checkpoint from `model_dir` (the latest, or `step`) and runs the evaluators on it.
@@ -36,9 +36,8 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
 
   Args:
     model, task, model_dir, batch_size: as in training (gin/runs/train.gin binds them).
-    split: the split of the default evaluator, `eval`, when `evaluators` is None.
     step: the checkpoint step; None takes the latest.
-    evaluators: name -> evaluator (training/evaluators.py); gin/runs/train.gin binds the run's EVALUATORS.
+    evaluators: name -> evaluator (training/evaluation/evaluators.py); gin/runs/train.gin binds the run's EVALUATORS.
     only: names of the evaluators to run (`shardline eval --evaluator NAME`); all of them when empty.
     devices: devices to use instead of all of them (tests).
 
@@ -47,7 +46,7 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
   """
   model_dir = paths.check_url(model_dir, "MODEL_DIR (evaluate.model_dir)")
   if evaluators is None:
-    evaluators = {"eval": evaluators_lib.SplitEval(split)}
+    evaluators = {"eval": evaluators_lib.SplitEval()}
   evaluators_lib.check(evaluators, "evaluate.evaluators")
   chosen = evaluators_lib.select(evaluators, only)
   checkpointer = checkpoints_lib.Checkpointer(model_dir, async_save=False, read_only=True)
@@ -60,7 +59,7 @@ def evaluate(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_di
     raise UserError(f"No checkpoint for step {step} in {checkpointer.directory}; available: {list(available)}.")
   try:
     run = setup_lib.build(model, total_steps=max(step, 1), global_batch=batch_size, devices=devices)
-    data_lib.check_batch_divisible(batch_size, run.partitioner, "evaluate.batch_size")
+    batch_checks.check_batch_divisible(batch_size, run.partitioner, "evaluate.batch_size")
     data = evaluators_lib.EvalData(task, run, batch_size)
     for evaluator in chosen.values():  # before restoring anything
       evaluator.check(data)

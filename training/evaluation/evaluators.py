@@ -18,11 +18,12 @@ import gin
 import numpy as np
 
 from shardline.core.errors import UserError
-from shardline.data import sources
-from shardline.training import data as data_lib
-from shardline.training import setup as setup_lib
-from shardline.training import step as step_lib
-from shardline.training import summaries as summaries_lib
+from shardline.data.feeder import SplitFeeder
+from shardline.data.settings import StreamSettings
+from shardline.tasks import splits
+from shardline.training.state import run_setup as setup_lib
+from shardline.training.state import step as step_lib
+from shardline.training.lifecycle import summaries as summaries_lib
 
 OnBatch = Optional[Callable[[], None]]
 LABEL_SAMPLE = 256  # labels read, evenly spaced, to tell a labelled split from an unlabelled one
@@ -40,17 +41,17 @@ class EvalData:
   """
 
   def __init__(self, task: str, run: setup_lib.RunSetup, batch_size: int,
-               settings: Optional[sources.StreamSettings] = None):
+               settings: Optional[StreamSettings] = None):
     self.task, self.run, self.batch_size = task, run, batch_size
-    self.settings = settings or sources.StreamSettings()
-    self._feeders: Dict[str, data_lib.SplitFeeder] = {}
+    self.settings = settings or StreamSettings()
+    self._feeders: Dict[str, SplitFeeder] = {}
     self._labels: Dict[str, np.ndarray] = {}
     self._eval_step = None
 
-  def feeder(self, split: str) -> data_lib.SplitFeeder:
+  def feeder(self, split: str) -> SplitFeeder:
     """The split's feeder (its source opened, and prepared if needed, on first use)."""
     if split not in self._feeders:
-      self._feeders[split] = data_lib.open_split(self.task, split, self.settings)
+      self._feeders[split] = splits.open_split(self.task, split, self.settings)
     return self._feeders[split]
 
   def batches(self, split: str) -> Iterator[Dict[str, Any]]:
@@ -113,8 +114,7 @@ class SplitEval:
     if "label" not in feeder.feature_names():
       return
     sample = np.unique(np.linspace(0, feeder.num_examples - 1, min(feeder.num_examples, LABEL_SAMPLE)).astype(int))
-    labels = feeder.source.column("label", sample) if hasattr(feeder.source, "column") else np.stack(
-        [feeder.source[int(i)]["label"] for i in sample])
+    labels = feeder.labels("label", sample)
     if (labels < 0).any():
       raise UserError(
           f"The split {self.split!r} of task {data.task!r} is unlabelled: {int((labels < 0).sum()):,} of "

@@ -31,11 +31,11 @@ _RECENT_STEPS = 200
 def check_settings(hang_timeout_s: Optional[float], action: str) -> None:
   """Stops on a timeout that is not positive or an unknown action."""
   if hang_timeout_s is not None and not hang_timeout_s > 0:
-    raise UserError(f"train.hang_timeout_s = {hang_timeout_s}; it must be a positive number of seconds, or None "
+    raise UserError(f"train.watchdog.timeout_s = {hang_timeout_s}; it must be a positive number of seconds, or None "
                     f"for the automatic timeout ({HANG_MULTIPLE} x the median step time, at least "
                     f"{HANG_FLOOR_S:.0f} s).")
   if action not in ACTIONS:
-    raise UserError(f"train.hang_action = {action!r}; choose one of {ACTIONS}.")
+    raise UserError(f"train.watchdog.action = {action!r}; choose one of {ACTIONS}.")
 
 
 def all_stacks() -> str:

@@ -20,7 +20,7 @@ from orbax.checkpoint._src.path import atomicity
 from shardline.core import paths
 from shardline.core.errors import UserError, stderr_silenced
 from shardline.partitioning.shardings import path_str
-from shardline.training import orbax_s3
+from shardline.training.lifecycle import orbax_s3
 
 STATE = "state"
 META = "meta"
@@ -74,8 +74,6 @@ class Checkpointer:
 
   def __init__(self, model_dir: str, keep: int = 3, save_every: int = 1000, async_save: bool = True,
                read_only: bool = False):
-    if keep < 1:
-      raise UserError(f"keep_checkpoints = {keep}; keep at least 1 checkpoint.")
     self.directory = paths.display(paths.join(model_dir, "checkpoints"))
     if jax.process_count() > 1:
       _use_coordination_service_barriers()

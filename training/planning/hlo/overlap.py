@@ -10,7 +10,7 @@ A "matmul" is a dot or convolution instruction, or a fusion whose called computa
 """
 from typing import Dict, List, Set
 
-from shardline.partitioning import hlo_text
+from shardline.training.planning.hlo import text as hlo_text
 
 MATMUL_OPCODES = ("dot", "convolution")
 

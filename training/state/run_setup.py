@@ -10,9 +10,9 @@ from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning import rules as rules_lib
 from shardline.partitioning import context
 from shardline.partitioning.context import Partitioner
-from shardline.training import frozen as frozen_lib
-from shardline.training import optimizer as optimizer_lib
-from shardline.training import train_state
+from shardline.training.state import frozen as frozen_lib
+from shardline.training.state import optimizer as optimizer_lib
+from shardline.training.state import train_state
 
 
 @dataclasses.dataclass

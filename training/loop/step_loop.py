@@ -10,15 +10,15 @@ import tqdm
 from shardline.core.errors import UserError
 from shardline.data import order
 from shardline.data import pipeline
-from shardline.training import checkpoints as checkpoints_lib
-from shardline.training import evaluators as evaluators_lib
-from shardline.training import flops as flops_lib
-from shardline.training import goodput as goodput_lib
-from shardline.training import preemption as preemption_lib
-from shardline.training import profiling
-from shardline.training import setup as setup_lib
-from shardline.training import summaries as summaries_lib
-from shardline.training import watchdog as watchdog_lib
+from shardline.training.lifecycle import checkpoints as checkpoints_lib
+from shardline.training.evaluation import evaluators as evaluators_lib
+from shardline.training.planning import mfu
+from shardline.training.lifecycle import goodput as goodput_lib
+from shardline.training.lifecycle import preemption as preemption_lib
+from shardline.training.lifecycle import profiling
+from shardline.training.state import run_setup as setup_lib
+from shardline.training.lifecycle import summaries as summaries_lib
+from shardline.training.lifecycle import watchdog as watchdog_lib
 
 
 def log(message: str) -> None:
@@ -61,12 +61,12 @@ class TrainingLoop:
                evaluators: Dict[str, evaluators_lib.Evaluator], eval_data: evaluators_lib.EvalData,
                checkpointer: checkpoints_lib.Checkpointer, meta: Dict[str, Any], schedule: Schedule,
                nonfinite_policy: str, summaries: summaries_lib.Summaries, services: Services, flops: Optional[float],
-               inject_stall: Optional[tuple] = None, step_inputs: tuple = ()):
+               stall: Optional[tuple] = None, step_inputs: tuple = ()):
     self.run, self.stream, self.sampler = run, stream, sampler
     self.evaluators, self.eval_data = evaluators, eval_data
     self.checkpointer, self.meta, self.schedule = checkpointer, meta, schedule
     self.nonfinite_policy, self.summaries, self.services, self.flops = nonfinite_policy, summaries, services, flops
-    self.inject_stall = inject_stall
+    self.stall = stall  # train.faults.stall: (step, seconds, where)
     self.step_inputs = step_inputs  # what the step takes after the batch: a distillation teacher's parameters
     self.device_kind = jax.devices()[0].device_kind
     self.global_batch = sampler.global_batch
@@ -92,7 +92,7 @@ class TrainingLoop:
                   data_wait_fraction=data_seconds / max(seconds, 1e-9),
                   examples_per_sec=self.global_batch / per_step,
                   tflops_per_device=(self.flops or 0) / per_step / 1e12,
-                  mfu=flops_lib.mfu(self.flops, per_step, self.device_kind),
+                  mfu=mfu.mfu(self.flops, per_step, self.device_kind),
                   batch_fingerprint=order.fingerprint(self.sampler.indices(done - 1)), **self.trainable)
     self.last_train = values
     self.summaries.write("train", done, values)
@@ -138,8 +138,8 @@ class TrainingLoop:
   def _stall_if_injected(self, step: int, where: str) -> None:
     """Fault injection for the watchdog's and preemption's tests: the host stops before step `step` ('step') or
     before the evaluation after it ('eval'), as a hung collective would."""
-    if self.inject_stall is not None and (step, where) == (self.inject_stall[0], self.inject_stall[2]):
-      time.sleep(self.inject_stall[1])
+    if self.stall is not None and (step, where) == (self.stall[0], self.stall[2]):
+      time.sleep(self.stall[1])
 
   def _preempt(self, state, step: int) -> Outcome:
     with self.services.goodput.measure("checkpoint"):

@@ -3,7 +3,7 @@
 For each number of shots n and each seed, n examples of every class are drawn from the training split, a
 ridge regression from their (centred) features to +1/-1 class targets is solved in closed form, and the test
 split is classified by the largest output. The accuracy is averaged over seeds. As an evaluator
-(training/evaluators.py) it runs during training (`EVALUATORS = {..., 'fewshot': @fewshot()}`) or from
+(training/evaluation/evaluators.py) it runs during training (`EVALUATORS = {..., 'fewshot': @fewshot()}`) or from
 `shardline eval --evaluator=fewshot`.
 """
 import dataclasses
@@ -14,9 +14,9 @@ import numpy as np
 
 from shardline.core.errors import UserError
 from shardline.models.base import BaseModel
-from shardline.training import evaluators as evaluators_lib
-from shardline.training import setup as setup_lib
-from shardline.training import step as step_lib
+from shardline.training.evaluation import evaluators as evaluators_lib
+from shardline.training.state import run_setup as setup_lib
+from shardline.training.state import step as step_lib
 
 
 @gin.configurable("fewshot", module="evaluators")

@@ -2,7 +2,7 @@
 
 MODEL_DIR's own latest checkpoint wins over `init_from` (a fine-tune that was interrupted resumes itself), which
 wins over a fresh start; the trainer logs which one it used. The parameter mapping (skips, renames, new heads,
-resized position embeddings, dtype casts, experts upcycled from a dense MLP) is in training/param_mapping.py.
+resized position embeddings, dtype casts, experts upcycled from a dense MLP) is in training/transfer/param_mapping.py.
 Everything is checked, and every problem named, before the run writes anything.
 """
 import dataclasses
@@ -15,10 +15,10 @@ import jax.numpy as jnp
 
 from shardline.core.errors import UserError
 from shardline.partitioning.shardings import path_str
-from shardline.training import checkpoints as checkpoints_lib
-from shardline.training import param_mapping
-from shardline.training import setup as setup_lib
-from shardline.training.train_state import TrainState
+from shardline.training.lifecycle import checkpoints as checkpoints_lib
+from shardline.training.transfer import param_mapping
+from shardline.training.state import run_setup as setup_lib
+from shardline.training.state.train_state import TrainState
 
 
 @gin.configurable("init_from", module="transfer")

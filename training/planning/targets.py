@@ -13,27 +13,18 @@ import re
 from typing import Optional
 
 from shardline.core.errors import UserError
+from shardline.training.planning import hardware
 
-GIB = 2 ** 30
-
-# Per chip: HBM, dense bf16 peak TFLOP/s, and the chip grids of common slice sizes (by chip count).
-_TPU = {
-    "v3": dict(hbm=32 * GIB, peak=123.0, cores_per_chip=2, kind="TPU v3", grids={
-        4: "2x2", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16", 512: "16x32", 1024: "32x32"}),
-    "v4": dict(hbm=32 * GIB, peak=275.0, cores_per_chip=2, kind="TPU v4", grids={
-        4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8",
-        512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"}),
-    "v5p": dict(hbm=95 * GIB, peak=459.0, cores_per_chip=2, kind="TPU v5p", grids={
-        4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8",
-        512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"}),
-    "v5e": dict(hbm=16 * GIB, peak=197.0, cores_per_chip=1, kind="TPU v5 lite", grids={
-        1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}),
-    "v6e": dict(hbm=32 * GIB, peak=918.0, cores_per_chip=1, kind="TPU v6 lite", grids={
-        1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}),
+# Chip grids of common slice sizes (by chip count), per TPU generation; peaks and HBM are in hardware.CHIPS.
+_GRIDS = {
+    "v3": {4: "2x2", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16", 512: "16x32", 1024: "32x32"},
+    "v4": {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8",
+           512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"},
+    "v5e": {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"},
 }
+_GRIDS["v5p"] = _GRIDS["v4"]
+_GRIDS["v6e"] = _GRIDS["v5e"]
 _ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6litepod": "v6e"}
-_GPU = {"H100": dict(hbm=80 * GIB, peak=989.0), "H200": dict(hbm=141 * GIB, peak=989.0),
-        "A100": dict(hbm=80 * GIB, peak=312.0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +44,11 @@ def resolve(name: str) -> Target:
   gpu = re.fullmatch(r"(\d+)x([A-Za-z]\d+)", name)
   if gpu:
     count, model = int(gpu.group(1)), gpu.group(2).upper()
-    if model not in _GPU:
-      raise UserError(f"Unknown GPU {model!r} in --topology={name}; known: {', '.join(_GPU)}.")
-    return Target(name, "gpu", count, _GPU[model]["hbm"], _GPU[model]["peak"], f"NVIDIA {model}")
+    gpu_chip = hardware.chip(model)
+    if gpu_chip is None or gpu_chip.platform != "gpu":
+      known = ", ".join(c.name for c in hardware.CHIPS if c.platform == "gpu")
+      raise UserError(f"Unknown GPU {model!r} in --topology={name}; known: {known}.")
+    return Target(name, "gpu", count, gpu_chip.hbm_bytes, gpu_chip.peak_tflops, gpu_chip.kind)
   grid = re.fullmatch(r"(v\w+?):(\d+(?:x\d+)+)", name)
   accel = re.fullmatch(r"(v\w+?)-(\d+)", name)
   if not grid and not accel:
@@ -63,20 +56,20 @@ def resolve(name: str) -> Target:
                     "v6e-256), a chip grid (v4:8x8x8) or a GPU count (8xH100).")
   generation = (grid or accel).group(1)
   generation = _ALIASES.get(generation, generation)
-  if generation not in _TPU:
-    raise UserError(f"Unknown TPU generation {generation!r} in --topology={name}; known: {', '.join(_TPU)}.")
-  spec = _TPU[generation]
+  spec = hardware.chip(generation)
+  if spec is None or spec.platform != "tpu":
+    raise UserError(f"Unknown TPU generation {generation!r} in --topology={name}; known: {', '.join(_GRIDS)}.")
   if grid:
     shape = grid.group(2)
     chips = math.prod(int(d) for d in shape.split("x"))
   else:
     cores = int(accel.group(2))
-    chips = cores // spec["cores_per_chip"]
-    if chips not in spec["grids"]:
-      known = ", ".join(f"{generation}-{c * spec['cores_per_chip']}" for c in spec["grids"])
+    chips = cores // spec.cores_in_name
+    if chips not in _GRIDS[generation]:
+      known = ", ".join(f"{generation}-{c * spec.cores_in_name}" for c in _GRIDS[generation])
       raise UserError(f"--topology={name}: no known {generation} slice of {chips} chips; known sizes: {known}.")
-    shape = spec["grids"][chips]
-  return Target(name, "tpu", chips, spec["hbm"], spec["peak"], spec["kind"], f"{generation}:{shape}")
+    shape = _GRIDS[generation][chips]
+  return Target(name, "tpu", chips, spec.hbm_bytes, spec.peak_tflops, spec.kind, f"{generation}:{shape}")
 
 
 def tpu_devices(target: Target):

@@ -19,13 +19,13 @@ from shardline.models.base import BaseModel
 from shardline.partitioning import mesh as mesh_lib
 from shardline.partitioning import rules as rules_lib
 from shardline.partitioning import shardings as shardings_lib
-from shardline.training import data as data_lib
-from shardline.training import distill as distill_lib
-from shardline.training import flops as flops_lib
-from shardline.training import microbatches as microbatches_lib
-from shardline.training import setup as setup_lib
-from shardline.training import step as step_lib
-from shardline.training import targets as targets_lib
+from shardline.training.state import batch_checks
+from shardline.training.transfer import distill as distill_lib
+from shardline.training.planning import mfu as flops_lib
+from shardline.training.state import microbatches as microbatches_lib
+from shardline.training.state import run_setup as setup_lib
+from shardline.training.state import step as step_lib
+from shardline.training.planning import targets as targets_lib
 
 GIB = 2 ** 30
 
@@ -116,8 +116,8 @@ def plan(model: BaseModel, global_batch: int, target: targets_lib.Target, steps:
   else:
     devices = jax.devices("cpu")[:target.num_devices]  # stand-ins; the caller provides enough
   run = setup_lib.build(model, steps, global_batch, devices=devices)
-  data_lib.check_batch_divisible(global_batch, run.partitioner, "the global batch")
-  data_lib.check_microbatches(global_batch, microbatches, run.partitioner)
+  batch_checks.check_batch_divisible(global_batch, run.partitioner, "the global batch")
+  batch_checks.check_microbatches(global_batch, microbatches, run.partitioner)
   params_sharding = run.state_sharding.params
   table = collapsed_table(run.abstract_state.params, run.logical_axes, params_sharding)
   param_bytes = _per_device_bytes(run.abstract_state.params, params_sharding)

@@ -20,9 +20,9 @@ import optax
 from shardline.core.errors import UserError
 from shardline.models.base import Batch, BaseModel, Metrics
 from shardline.partitioning.context import use_partitioner
-from shardline.training import checkpoints as checkpoints_lib
-from shardline.training import setup as setup_lib
-from shardline.training import train_state
+from shardline.training.lifecycle import checkpoints as checkpoints_lib
+from shardline.training.state import run_setup as setup_lib
+from shardline.training.state import train_state
 
 
 @gin.configurable("distill", module="transfer")
@@ -42,6 +42,22 @@ class Distill:
   step: Optional[int] = None
   temperature: float = 1.0
   weight: float = 1.0
+
+  def loss_and_metrics(self, student: BaseModel, params: Any, teacher_params: Any, batch: Batch,
+                       rng: jax.Array) -> Tuple[jax.Array, Metrics]:
+    """The student's distillation loss and metrics (its own, plus the KL term and agreement with the teacher)."""
+    logits, label_loss, metrics = student.logits_loss_and_metrics(params, batch, rng)  # logits: [batch, classes]
+    teacher_logits = jax.lax.stop_gradient(self.teacher.class_logits(teacher_params, batch))  # [batch, classes]
+    t = self.temperature
+    teacher_log_probs = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / t, axis=-1)
+    student_log_probs = jax.nn.log_softmax(logits.astype(jnp.float32) / t, axis=-1)
+    kl = (jnp.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs)).sum(-1)  # [batch]
+    distill_loss = t * t * kl.mean()
+    agree = (jnp.argmax(logits, -1) == jnp.argmax(teacher_logits, -1)).astype(jnp.float32)
+    one = jnp.ones((), jnp.float32)
+    metrics = dict(metrics, label_loss=(label_loss.astype(jnp.float32), one),
+                   distill_kl=(kl.mean(), one), teacher_agreement=(agree.mean(), one))
+    return (1 - self.weight) * label_loss + self.weight * distill_loss, metrics
 
 
 @dataclasses.dataclass
@@ -125,19 +141,3 @@ def prepare(spec: Distill, run: setup_lib.RunSetup) -> Teacher:
                     "trained (the teacher run's model gin file, under a scope).")
   return Teacher(spec, checkpointer, step, abstract_params, params_sharding)
 
-
-def loss_and_metrics(spec: Distill, student: BaseModel, params: Any, teacher_params: Any, batch: Batch,
-                     rng: jax.Array) -> Tuple[jax.Array, Metrics]:
-  """The student's distillation loss and metrics (its own, plus the KL term and agreement with the teacher)."""
-  logits, label_loss, metrics = student.logits_loss_and_metrics(params, batch, rng)  # logits: [batch, classes]
-  teacher_logits = jax.lax.stop_gradient(spec.teacher.class_logits(teacher_params, batch))  # [batch, classes]
-  t = spec.temperature
-  teacher_log_probs = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / t, axis=-1)
-  student_log_probs = jax.nn.log_softmax(logits.astype(jnp.float32) / t, axis=-1)
-  kl = (jnp.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs)).sum(-1)  # [batch]
-  distill_loss = t * t * kl.mean()
-  agree = (jnp.argmax(logits, -1) == jnp.argmax(teacher_logits, -1)).astype(jnp.float32)
-  one = jnp.ones((), jnp.float32)
-  metrics = dict(metrics, label_loss=(label_loss.astype(jnp.float32), one),
-                 distill_kl=(kl.mean(), one), teacher_agreement=(agree.mean(), one))
-  return (1 - spec.weight) * label_loss + spec.weight * distill_loss, metrics

@@ -1,5 +1,5 @@
 """The jitted train and eval steps, with explicit input and output shardings."""
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Protocol, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -7,10 +7,18 @@ import optax
 
 from shardline.models.base import BaseModel, Metrics
 from shardline.partitioning.context import Partitioner, use_partitioner
-from shardline.training import distill as distill_lib
-from shardline.training import frozen as frozen_lib
-from shardline.training import microbatches as microbatches_lib
-from shardline.training.train_state import TrainState
+from shardline.training.state import frozen as frozen_lib
+from shardline.training.state import microbatches as microbatches_lib
+from shardline.training.state.train_state import TrainState
+
+
+class StudentLoss(Protocol):
+  """A loss that replaces the model's own and takes extra step inputs (a distillation teacher's parameters:
+  training/transfer/distill.py)."""
+
+  def loss_and_metrics(self, student: BaseModel, params: Any, teacher_params: Any, batch: Dict[str, jax.Array],
+                       rng: jax.Array) -> Tuple[jax.Array, Metrics]:
+    """The scalar loss and the metrics of one batch."""
 
 
 def _tree_where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
@@ -18,11 +26,11 @@ def _tree_where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
 
 
 def train_step_fn(model: BaseModel, tx: optax.GradientTransformation, schedule: Callable,
-                  inject_nan_at_step: int = -1,
+                  nan_at_step: int = -1,
                   microbatches: int = 1,
                   frozen: Sequence[str] = (),
-                  distill: Optional[distill_lib.Distill] = None) -> Callable[..., Tuple[TrainState, Metrics]]:
-  """One optimisation step, optionally accumulated over strided microbatches (training/microbatches.py).
+                  distill: Optional[StudentLoss] = None) -> Callable[..., Tuple[TrainState, Metrics]]:
+  """One optimisation step, optionally accumulated over strided microbatches (training/state/microbatches.py).
 
   An update whose loss or gradient norm is not finite is never applied: the state keeps its previous values,
   the step counter still advances (so the data moves on), and `skipped` counts it. Whether a skip stops the run
@@ -32,12 +40,12 @@ def train_step_fn(model: BaseModel, tx: optax.GradientTransformation, schedule: 
     model: the model.
     tx: the optimizer.
     schedule: learning rate as a function of the step, for the metrics.
-    inject_nan_at_step: fault injection for tests of the non-finite policy; -1 disables it.
+    nan_at_step: fault injection for tests of the non-finite policy; -1 disables it.
     microbatches: k > 1 splits the global batch into k microbatches and applies one update from their mean
       gradient; the caller has checked that k divides every device's share of the batch.
     frozen: regexes of parameters that are not trained (the optimizer's); no gradient flows into them, so the
       backward pass computes only what the trained parameters need, and the gradient norm covers those.
-    distill: distil from a teacher (training/distill.py); the step then takes the teacher's parameters as a third
+    distill: distil from a teacher (training/transfer/distill.py); the step then takes the teacher's parameters as a third
       input.
   """
   def step(state: TrainState, batch: Dict[str, jax.Array], teacher_params: Any = None) -> Tuple[TrainState, Metrics]:
@@ -48,9 +56,9 @@ def train_step_fn(model: BaseModel, tx: optax.GradientTransformation, schedule: 
       if distill is None:
         loss, metrics = model.loss_and_metrics(params, examples, key)
       else:
-        loss, metrics = distill_lib.loss_and_metrics(distill, model, params, teacher_params, examples, key)
-      if inject_nan_at_step >= 0:
-        loss = jnp.where(state.step == inject_nan_at_step, jnp.nan, loss)
+        loss, metrics = distill.loss_and_metrics(model, params, teacher_params, examples, key)
+      if nan_at_step >= 0:
+        loss = jnp.where(state.step == nan_at_step, jnp.nan, loss)
       return loss, metrics
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

@@ -7,10 +7,10 @@ from shardline.models.base import BaseModel
 from shardline.partitioning.context import use_partitioner
 from shardline.core import paths
 from shardline.core.errors import UserError
-from shardline.data import sources
-from shardline.training import checkpoints as checkpoints_lib
-from shardline.training import data as data_lib
-from shardline.training import setup as setup_lib
+from shardline.training.lifecycle import checkpoints as checkpoints_lib
+from shardline.tasks import splits
+from shardline.training.state import batch_checks
+from shardline.training.state import run_setup as setup_lib
 
 
 @gin.configurable("infer", denylist=["devices"])
@@ -28,13 +28,13 @@ def infer(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
     if not steps:
       raise UserError(f"No checkpoint in {checkpointer.directory}; train first, or point --gin.MODEL_DIR at one.")
     run = setup_lib.build(model, total_steps=max(steps[-1], 1), global_batch=batch_size, devices=devices)
-    data_lib.check_batch_divisible(batch_size, run.partitioner, "infer.batch_size")
+    batch_checks.check_batch_divisible(batch_size, run.partitioner, "infer.batch_size")
     checkpointer.check_fingerprint(steps[-1], run.fingerprint())
     state = checkpointer.restore(steps[-1], run.abstract_state, run.state_sharding)
   finally:
     checkpointer.close()
   output_dir = paths.check_url(output_dir or paths.join(model_dir, "analysis"), "infer.output_dir")
-  feeder = data_lib.open_split(task, split, sources.StreamSettings())
+  feeder = splits.open_split(task, split)
   with use_partitioner(run.partitioner), paths.staged_dir(output_dir) as local_dir:
     try:
       result = model.analyze(state.params, feeder.eval_batches(batch_size, run.eval_batch_sharding), local_dir)

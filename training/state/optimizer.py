@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import optax
 
 from shardline.core.errors import UserError
-from shardline.training import frozen as frozen_lib
+from shardline.training.state import frozen as frozen_lib
 
 OPTIMIZERS = ("adamw", "adafactor")
 
@@ -44,7 +44,7 @@ def make_optimizer(total_steps: int, name: str = "adamw", learning_rate: float =
     clip_norm: global gradient-norm clip; 0 disables clipping.
     moments_dtype: dtype of the first moment ('bfloat16' halves its memory).
     frozen: regexes of parameter names ('encoder/.*') that are not trained: no updates, no optimizer state, and
-      their gradients are not computed (training/frozen.py). Each must match at least one parameter.
+      their gradients are not computed (training/state/frozen.py). Each must match at least one parameter.
 
   Returns:
     The transformation, the schedule as a function of the step, and the frozen regexes.

@@ -14,7 +14,7 @@ import re
 from typing import Dict, Optional
 
 from shardline.kernels import kernel_names
-from shardline.partitioning import hlo_text
+from shardline.training.planning.hlo import text as hlo_text
 
 _DIMS = re.compile(r"(lhs_contracting_dims|rhs_contracting_dims|lhs_batch_dims)=\{([\d,]*)\}")
 _TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
