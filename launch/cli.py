@@ -2,7 +2,7 @@
 import sys
 from typing import Callable, Dict, Sequence
 
-from shardline.launch import data as data_main
+from shardline.launch import prepare as data_main
 from shardline.launch import eval as eval_main
 from shardline.launch import infer as infer_main
 from shardline.launch import local as local_main

@@ -4,10 +4,10 @@ import sys
 from typing import Sequence
 
 from shardline.launch import distributed
-from shardline.launch import errors
+from shardline.launch import reporting
 from shardline.launch import flags
 from shardline.launch import runtime
-from shardline.training import evaluate
+from shardline.training.evaluation import evaluate
 
 
 def build_parser(prog: str = "shardline eval") -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] = None) -> int:
     distributed.initialize(args)
     evaluate.evaluate(only=args.evaluator)
     return 0
-  return errors.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@ from typing import Sequence
 import jax
 
 from shardline.launch import distributed
-from shardline.launch import errors
+from shardline.launch import reporting
 from shardline.launch import flags
 from shardline.launch import runtime
-from shardline.training import infer
+from shardline.training.evaluation import infer
 
 
 def main(argv: Sequence[str] = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] = None) -> int:
     if jax.process_index() == 0:
       print(f"Analysis of checkpoint step {result['step']} written to {result['output_dir']}")
     return 0
-  return errors.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ failure's code.
 """
 import argparse
 import collections
+import ctypes
 import os
 import signal
 import socket
@@ -19,13 +20,27 @@ import threading
 import time
 from typing import Deque, List, Sequence
 
-from shardline.launch import errors
+from shardline.launch import reporting
 from shardline.core import scratch
 from shardline.core.errors import UserError
-from shardline.training import preemption
+from shardline.training.lifecycle import preemption
 
 TAIL_LINES = 30
-STOP_GRACE_SECONDS = 20
+# After one process fails, the others are stuck in collectives with it and cannot save: SIGTERM lets a process
+# that is not stuck end cleanly, and SIGKILL follows soon.
+STOP_GRACE_SECONDS = 3
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_launcher(launcher: int):
+  """A Popen preexec_fn: the child gets SIGKILL when the launcher dies (Linux), and exits at once if it already
+  has. Popen runs in this process's main thread, which lives as long as the launcher, so the signal is not sent
+  early (Linux ties it to the thread that started the child)."""
+  def preexec() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != launcher:
+      os._exit(1)  # pylint: disable=protected-access
+  return preexec
 
 
 def _free_port_pair() -> int:
@@ -49,7 +64,8 @@ class _Child:
   def __init__(self, index: int, argv: List[str], env: dict, log_path: str):
     self.index, self.log_path = index, log_path
     self.tail: Deque[str] = collections.deque(maxlen=TAIL_LINES)
-    self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                    preexec_fn=_die_with_launcher(os.getpid()))
     self._pump = threading.Thread(target=self._copy_output, daemon=True)
     self._pump.start()
 
@@ -151,4 +167,4 @@ def main(argv: Sequence[str] = None) -> int:
     if code and code != preemption.PREEMPTED_EXIT_CODE:
       _report_failure(children, code)
     return code if code >= 0 else 1
-  return errors.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run)

@@ -12,13 +12,13 @@ from typing import Sequence
 
 import jax
 
-from shardline.launch import errors
+from shardline.launch import reporting
 from shardline.launch import flags
 from shardline.launch import plan_inputs
 from shardline.launch.plan_inputs import plan_run
 from shardline.launch import runtime
-from shardline.training import planning
-from shardline.training import targets as targets_lib
+from shardline.training.planning import planner as planning
+from shardline.training.planning import targets as targets_lib
 
 DOES_NOT_FIT = 3
 
@@ -51,4 +51,4 @@ def main(argv: Sequence[str] = None) -> int:
                            quick=args.quick, distill=inputs.distill)
     print(planning.report(result))
     return 0 if result.fits else DOES_NOT_FIT
-  return errors.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run)

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Sequence
 
-from shardline.launch import errors
+from shardline.launch import reporting
 from shardline.launch import quoting
 from shardline.core.errors import UserError
 
@@ -77,4 +77,4 @@ def main(argv: Sequence[str] = None) -> int:
     else:
       sys.stdout.write(text)
     return 0
-  return errors.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run)

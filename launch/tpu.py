@@ -23,7 +23,7 @@ import sys
 import time
 from typing import List, Sequence
 
-from shardline.launch import errors
+from shardline.launch import reporting
 from shardline.launch import gin_config
 from shardline.launch import quoting
 from shardline.core.errors import UserError
@@ -168,4 +168,4 @@ def main(argv: Sequence[str] = None) -> int:
       print("+ " + quoting.join(command), flush=True)
       subprocess.run(command, check=True)
     return 0
-  return errors.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run)

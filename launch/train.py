@@ -7,11 +7,11 @@ import jax
 
 
 from shardline.launch import distributed
-from shardline.launch import errors
+from shardline.launch import reporting
 from shardline.launch import flags
 from shardline.launch import runtime
-from shardline.training import preemption
-from shardline.training import trainer
+from shardline.training.lifecycle import preemption
+from shardline.training.loop import trainer
 
 
 def build_parser(prog: str = "shardline train") -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] = None) -> int:
     if jax.process_index() == 0:
       print_summary(summary)
     return 0
-  return errors.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ import subprocess
 
 import pytest
 
-from shardline.launch import quoting, slurm_script, tpu
+from shardline.launch import quoting
+from shardline.launch import slurm_script
+from shardline.launch import tpu
 from shardline.core.errors import UserError
 
 TRAIN = ["--gin_file=experiments/vit22b_pod_v4.gin", "--gin.MODEL_DIR='gs://bucket/run 1'", "--gin.train.steps=100",

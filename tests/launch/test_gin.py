@@ -8,8 +8,11 @@ import gin
 import jax
 import pytest
 
-from shardline.launch import gin_config, plan_inputs, registry
-from shardline.training import data, setup, targets
+from shardline.launch import gin_config
+from shardline.launch import plan_inputs
+from shardline.training.state import batch_checks
+from shardline.training.state import run_setup as setup
+from shardline.training.planning import targets
 from tests import helpers
 from tests.launch import test_plan
 from shardline.core.errors import UserError
@@ -24,7 +27,6 @@ def test_gin_folder_is_found():
 
 @pytest.mark.parametrize("path", GIN_FILES, ids=lambda p: os.path.relpath(p, gin_config.GIN_DIR))
 def test_every_gin_file_parses(path):
-  registry.import_all()
   gin.add_config_file_search_path(gin_config.GIN_DIR)
   gin.parse_config_file(path)
 
@@ -98,8 +100,8 @@ def test_every_experiment_builds_its_model_mesh_and_shardings(experiment):
     except ValueError:  # no simulated devices bound: one accelerator
       devices = jax.devices()[:1]
   run = setup.build(inputs.model, inputs.steps, inputs.batch_size, devices=devices)
-  data.check_batch_divisible(inputs.batch_size, run.partitioner)
-  data.check_microbatches(inputs.batch_size, inputs.microbatches, run.partitioner)
+  batch_checks.check_batch_divisible(inputs.batch_size, run.partitioner)
+  batch_checks.check_microbatches(inputs.batch_size, inputs.microbatches, run.partitioner)
   assert run.partitioner.mesh.devices.size == len(devices)
   leaves = jax.tree.leaves(run.abstract_state.params)
   assert leaves and len(jax.tree.leaves(run.state_sharding.params)) == len(leaves)

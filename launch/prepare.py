@@ -14,22 +14,22 @@ from typing import Optional, Sequence
 import gin
 
 from shardline.core.errors import UserError
-from shardline.launch import errors
+from shardline.data import prepared
+from shardline.data.settings import StreamSettings
 from shardline.launch import flags
-from shardline.data import sources
+from shardline.launch import reporting
+from shardline.tasks import splits as splits_lib
 
 
 @gin.configurable("prepare_data", module="data", denylist=["only", "num_shards", "workers"])
 def prepare_data(task: str = gin.REQUIRED, splits: Sequence[str] = gin.REQUIRED, only: Sequence[str] = (),
                  num_shards: Optional[int] = None, workers: Optional[int] = None) -> None:
   """Prepares the task's splits (or only those named) under stream.cache_dir, printing a line per split."""
-  from shardline.data import prepare  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  from shardline.data import prepared  # pylint: disable=g-import-not-at-top
-  settings = sources.StreamSettings()
+  settings = StreamSettings()
   for split in only or list(dict.fromkeys(splits)):
     start = time.time()
-    done_before = prepared.read_manifest(prepare.locate(task, split, settings.cache_dir)[2]) is not None
-    directory = prepare.prepare(task, split, settings.cache_dir, num_shards, workers)
+    done_before = splits_lib.is_prepared(task, split, settings)
+    directory = splits_lib.prepare_split(task, split, settings, num_shards, workers)
     source = prepared.PreparedSource(directory)
     state = "already prepared, shards checked" if done_before else f"prepared in {time.time() - start:.1f} s"
     print(f"{task}/{split}: {source.describe()} ({state})")
@@ -66,4 +66,4 @@ def main(argv: Sequence[str] = None) -> int:
       raise UserError(f"--num_shards = {args.num_shards}; it must be a positive integer.")
     prepare_data(only=args.split, num_shards=args.num_shards, workers=args.workers)
     return 0
-  return errors.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run)
