@@ -11,6 +11,7 @@ Why not prctl(PR_SET_PDEATHSIG): Linux ties that signal to the parent *thread* t
 starts its workers from whichever thread first reads the iterator, the prefetch thread here, which ends with its
 stream. A worker would be killed when that thread ends, not when the process does.
 """
+import functools
 import os
 import threading
 import time
@@ -19,17 +20,24 @@ PARENT_POLL_S = 0.5
 ORPHANED_EXIT_CODE = 70  # sysexits.h's EX_SOFTWARE: nothing to report to a parent that is gone
 
 
-def _exit_when_orphaned(parent: int) -> None:
+def _exit_if_orphaned(parent: int) -> None:
+  if os.getppid() != parent:
+    os._exit(ORPHANED_EXIT_CODE)  # pylint: disable=protected-access  no parent to hand anything back to
+
+
+def _watch_parent(parent: int) -> None:
   while True:
     time.sleep(PARENT_POLL_S)
-    if os.getppid() != parent:
-      os._exit(ORPHANED_EXIT_CODE)  # pylint: disable=protected-access  no parent to hand anything back to
+    _exit_if_orphaned(parent)
 
 
-def end_with_parent(worker_index: int, worker_count: int) -> None:
-  """grain's `worker_init_fn`: starts the thread that ends this worker when its parent process has gone."""
+def end_with_parent(worker_index: int, worker_count: int, parent: int) -> None:
+  """grain's `worker_init_fn` (with `parent` bound to the starting process's id): ends this worker at once if
+  that process is already gone (killed while the worker started), and otherwise starts the thread that ends it
+  when the process goes."""
   del worker_index, worker_count
-  threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True, name="parent-watch").start()
+  _exit_if_orphaned(parent)
+  threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
 
 
 def grain_iterator(element_fn, first: int, last: int, workers: int):
@@ -43,7 +51,7 @@ def grain_iterator(element_fn, first: int, last: int, workers: int):
       grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
   if workers:
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2),
-                                  worker_init_fn=end_with_parent)
+                                  worker_init_fn=functools.partial(end_with_parent, parent=os.getpid()))
   return iter(dataset)
 
 

@@ -29,3 +29,59 @@ def _clear_gin():
   gin.clear_config()
   yield
   gin.clear_config()
+
+
+# Every process a test starts inherits this token in its environment; at the end of the session any such
+# process still alive (a grain worker of a killed run, a storage server a test did not stop) fails the session.
+SESSION_TOKEN = "SHARDLINE_TEST_SESSION"
+SURVIVOR_GRACE_S = 10.0
+
+
+def pytest_configure(config):
+  if not hasattr(config, "workerinput"):  # the controlling process: xdist's workers inherit the token
+    import uuid  # pylint: disable=g-import-not-at-top
+    os.environ[SESSION_TOKEN] = uuid.uuid4().hex
+
+
+def _processes_with_token(token: str):
+  import psutil  # pylint: disable=g-import-not-at-top
+  found = []
+  for process in psutil.process_iter(["pid"]):
+    if process.pid == os.getpid():
+      continue
+    try:
+      if process.environ().get(SESSION_TOKEN) == token:
+        found.append(process)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+      continue
+  return found
+
+
+def _alive(process) -> bool:
+  import psutil  # pylint: disable=g-import-not-at-top
+  try:
+    return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+  except psutil.NoSuchProcess:
+    return False
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+  """Fails the session when a process it started outlives it (after SURVIVOR_GRACE_S), and ends them."""
+  del exitstatus
+  import time  # pylint: disable=g-import-not-at-top
+  token = os.environ.get(SESSION_TOKEN)
+  if hasattr(session.config, "workerinput") or not token:
+    return
+  deadline = time.monotonic() + SURVIVOR_GRACE_S
+  survivors = _processes_with_token(token)
+  while survivors and time.monotonic() < deadline:
+    time.sleep(0.5)
+    survivors = [p for p in survivors if _alive(p)]
+  if survivors:
+    lines = [f"  pid {p.pid}: {' '.join(p.cmdline())[:200]}" for p in survivors if _alive(p)]
+    session.config.get_terminal_writer().line(
+        "These processes started by the tests outlived the session (killed now):\n" + "\n".join(lines), red=True)
+    for p in survivors:
+      p.kill()
+    session.exitstatus = 1
