@@ -21,8 +21,14 @@ class MetNet2Config:
     max_dilation: dilations run 1, 2, 4, ... up to this; `repeats` times over.
     num_bins, bin_width: the output distribution: bins of bin_width mm/h from 0; the last bin takes all above.
     dtype: compute dtype.
+    upsample: how the decoder returns to full resolution: 'bilinear' (interpolate the coarse features, then add
+      the full-resolution skip; gin/models/metnet2/base.gin's choice) or 'depth_to_space' (a 1x1 conv to
+      downsample**2 x width channels rearranged into pixels: the earlier decoder, whose f x f sub-pixels are
+      separate channels and leave a visible 2x2 checkerboard in the probability maps).
   """
   EXECUTION_FIELDS = ("dtype",)
+  LATER_FIELDS = ("upsample",)
+  UPSAMPLE = ("depth_to_space", "bilinear")
 
   context: int = 64
   target: int = 32
@@ -36,6 +42,7 @@ class MetNet2Config:
   num_bins: int = 64
   bin_width: float = 0.2
   dtype: str = "float32"
+  upsample: str = "depth_to_space"
 
   def __post_init__(self):
     checks = [
@@ -50,6 +57,7 @@ class MetNet2Config:
         (self.max_dilation >= 1 and self.max_dilation & (self.max_dilation - 1) == 0,
          f"max_dilation={self.max_dilation} must be a power of two"),
         (len(self.lead_times) >= 1, "lead_times must name at least one lead time"),
+        config_checks.one_of(self, "upsample", self.UPSAMPLE),
     ]
     config_checks.validate("metnet2.MetNet2Config", checks)
 
@@ -62,6 +70,7 @@ class MetNet2Config:
   @property
   def receptive_field(self) -> int:
     """Side (input pixels) of the window that one output pixel sees: a 3x3 encoder conv at full resolution,
-    space-to-depth, the dilated 3x3 convs at 1/downsample resolution, then 1x1 convs and depth-to-space."""
-    coarse = 1 + 2 * sum(self.dilations)
+    space-to-depth, the dilated 3x3 convs at 1/downsample resolution, then 1x1 convs and the upsampling (bilinear
+    interpolation also reads the neighbouring coarse cell on one side)."""
+    coarse = 1 + 2 * sum(self.dilations) + (1 if self.upsample == "bilinear" else 0)
     return self.downsample * coarse + 2

@@ -4,8 +4,9 @@
     -> log1p(radar) and state stacked as channels, a 3x3 conv, space-to-depth by `downsample` and a 1x1 conv
     -> residual blocks of dilated 3x3 convs (dilations 1, 2, 4, ... max, repeated), each FiLM-conditioned on the
        lead time
-    -> 1x1 conv, depth-to-space back to full resolution plus a 1x1 skip from the full-resolution encoder
-       features (fine detail for short lead times), crop to the central target window
+    -> 1x1 conv, back to full resolution (bilinear interpolation, or the earlier depth-to-space) plus a 1x1 skip
+       from the full-resolution encoder features (fine detail for short lead times), crop to the central target
+       window
     -> logits over precipitation-rate bins [B, target, target, bins].
 Activations carry the logical axes (batch, height, width, channels); under the `spatial` rule set height and width
 are split over the mesh and XLA exchanges the convolution halos between neighbouring devices.
@@ -57,6 +58,31 @@ def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
   return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * factor, w * factor, c // (factor * factor))
 
 
+def _bilinear_axis(x: jax.Array, factor: int, axis: int) -> jax.Array:
+  """Bilinear upsampling of one axis by an integer factor (half-pixel centres, edges clamped), as
+  jax.image.resize(..., 'linear') computes it: output pixel f*m + r lies at m + delta_r in input coordinates, with
+  |delta_r| < 1/2, so it mixes cell m with one neighbour. Shifted copies rather than resize's dense [out, in]
+  interpolation matrix: under the spatial rules a shift exchanges a one-row halo between devices, where a dense
+  matrix over a sharded axis would gather the whole axis."""
+  n = x.shape[axis]
+  padded = jnp.concatenate([jax.lax.slice_in_dim(x, 0, 1, axis=axis), x,
+                            jax.lax.slice_in_dim(x, n - 1, n, axis=axis)], axis=axis)
+  before = jax.lax.slice_in_dim(padded, 0, n, axis=axis)  # cell m - 1 (clamped)
+  after = jax.lax.slice_in_dim(padded, 2, n + 2, axis=axis)  # cell m + 1 (clamped)
+  phases = []
+  for r in range(factor):
+    delta = (r + 0.5) / factor - 0.5
+    neighbour = before if delta < 0 else after
+    phases.append((1 - abs(delta)) * x + abs(delta) * neighbour)
+  stacked = jnp.stack(phases, axis=axis + 1)  # [..., n, factor, ...]
+  return stacked.reshape(x.shape[:axis] + (n * factor,) + x.shape[axis + 1:])
+
+
+def bilinear_upsample(x: jax.Array, factor: int) -> jax.Array:
+  """[b, h, w, c] -> [b, h*f, w*f, c], bilinearly interpolated."""
+  return _bilinear_axis(_bilinear_axis(x, factor, 1), factor, 2)
+
+
 class DilatedBlock(nn.Module):
   """x + Conv1x1(FiLM(gelu(DilatedConv3x3(LN(x))))), FiLM's scale and shift given per example."""
   width: int
@@ -97,8 +123,12 @@ class MetNet2(nn.Module):
     for i, dilation in enumerate(cfg.dilations):
       x = DilatedBlock(cfg.width, dilation, dtype, name=f"block_{i}")(x, lead)
 
-    x = Conv(cfg.width * cfg.downsample ** 2, 1, dtype=dtype, name="decoder_project")(x)
-    x = depth_to_space(x, cfg.downsample) + Conv(cfg.width, 1, dtype=dtype, name="skip")(full_resolution)
+    if cfg.upsample == "bilinear":
+      x = bilinear_upsample(Conv(cfg.width, 1, dtype=dtype, name="decoder_project")(x), cfg.downsample)
+    else:
+      x = depth_to_space(Conv(cfg.width * cfg.downsample ** 2, 1, dtype=dtype, name="decoder_project")(x),
+                         cfg.downsample)
+    x = constrain(x, ACTIVATION) + Conv(cfg.width, 1, dtype=dtype, name="skip")(full_resolution)
     x = constrain(x, ACTIVATION)
     margin = (cfg.context - cfg.target) // 2
     x = x[:, margin:margin + cfg.target, margin:margin + cfg.target]

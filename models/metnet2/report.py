@@ -47,3 +47,17 @@ def panel(rows: List[Dict[str, np.ndarray]], leads: Sequence[str], path: str) ->
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def block_ratio(fields: np.ndarray, cell: int) -> float:
+  """How much more a field changes across the boundaries of the decoder's cell x cell blocks than within them:
+  the mean |difference| of neighbouring pixels at block boundaries over that inside blocks, both axes, for
+  fields [n, h, w]. About 1 for a field without block structure; a 2x2 checkerboard from depth-to-space gives
+  more (it measured 1.25-2.85 on MetNet-2 tiny's probability maps, against 0.98-1.02 for the observed rain)."""
+  across, within = [], []
+  for axis in (1, 2):
+    steps = np.abs(np.diff(fields, axis=axis))
+    positions = np.arange(steps.shape[axis]) % cell == cell - 1  # the step from the last pixel of a block
+    across.append(np.compress(positions, steps, axis=axis).mean())
+    within.append(np.compress(~positions, steps, axis=axis).mean())
+  return float(np.mean(across) / max(np.mean(within), 1e-12))

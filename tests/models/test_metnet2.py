@@ -180,3 +180,21 @@ def test_paper_scale_configuration_by_eval_shape():
   assert 20e6 < count < 40e6, count
   out = jax.eval_shape(lambda p, b: model.logits(p, b, jnp.zeros((1,), jnp.int32)), shapes, model.batch_spec(1))
   assert out.shape == (1, 512, 512, 512)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_bilinear_upsampling_matches_jax_image_resize(factor):
+  from shardline.models.metnet2 import model as model_lib  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 7, 3))
+  want = jax.image.resize(x, (2, 5 * factor, 7 * factor, 3), "linear", antialias=False)
+  np.testing.assert_allclose(model_lib.bilinear_upsample(x, factor), want, atol=1e-6)
+
+
+
+def test_block_ratio_tells_a_blocky_field_from_a_smooth_one():
+  from shardline.models.metnet2 import report  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  ramp = np.add.outer(np.arange(16.0), 0.5 * np.arange(16.0))[None]  # smooth: the same step everywhere
+  blocky = np.repeat(np.repeat(rng.random((1, 8, 8)), 2, axis=1), 2, axis=2) + 0.01 * rng.random((1, 16, 16))
+  assert abs(report.block_ratio(ramp, 2) - 1) < 1e-6
+  assert report.block_ratio(blocky, 2) > 5
