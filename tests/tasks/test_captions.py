@@ -1,13 +1,12 @@
 """The image-text tasks: digits captions (deterministic, byte-tokenized) and a prepared TFDS image-text set."""
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from shardline.models.limoe import text
 from shardline.core.errors import UserError
 from shardline.data import augment
 from shardline.tasks import digits, digits_captions, tfds_image_text
+from tests import fake_data
 from tests import helpers
 
 
@@ -24,19 +23,8 @@ def test_digits_captions_are_deterministic_and_name_the_digit(tmp_path):
     assert first["text"][i].tolist() == text.encode(captions[i], digits_captions.TEXT_LENGTH).tolist()
 
 
-def _write_image_text_dataset(data_dir):
-  features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(12, 12, 3)),
-                                         "captions": tfds.features.Sequence({"text": tfds.features.Text()})})
-  rng = np.random.default_rng(0)
-  split = lambda n: tf.data.Dataset.from_tensor_slices({
-      "image": rng.integers(0, 255, (n, 12, 12, 3), np.uint8),
-      "captions": {"text": np.array([[f"picture {i}", f"other {i}"] for i in range(n)])}})
-  tfds.dataset_builders.store_as_tfds_dataset(name="shardline_tiny_captions", version="1.0.0", features=features,
-                                              split_datasets={"train": split(6)}, data_dir=str(data_dir))
-
-
 def test_reads_a_prepared_image_text_dataset(tmp_path):
-  _write_image_text_dataset(tmp_path)
+  fake_data.write_image_text(tmp_path)
   name = tfds_image_text.tfds_image_text(tfds_name="shardline_tiny_captions", data_dir=str(tmp_path),
                                          text_length=12)
   stored = helpers.read_split(name, "train", tmp_path / "cache")

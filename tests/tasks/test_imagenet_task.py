@@ -4,34 +4,21 @@ wrong split or feature name in the gin files fails here."""
 import gin
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from shardline.core.errors import UserError
 from shardline.launch import gin_config
 from shardline.data import augment
+from tests import fake_data
 from tests import helpers
 from shardline.training.evaluation import evaluators
 
-SIZES = {"train": 6, "validation": 4, "test": 3}
+SIZES = fake_data.IMAGENET_SIZES
 
 
 @pytest.fixture(scope="module")
 def imagenet_dir(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("tfds")
-  rng = np.random.default_rng(0)
-
-  def split(name, n):
-    labels = rng.integers(0, 1000, n) if name != "test" else np.full(n, -1)
-    return tf.data.Dataset.from_tensor_slices({
-        "image": rng.integers(0, 255, (n, 40, 56, 3), np.uint8), "label": labels,
-        "file_name": [f"{name}_{i}.JPEG" for i in range(n)]})
-  features = tfds.features.FeaturesDict({"image": tfds.features.Image(encoding_format="jpeg"),
-                                         "label": tfds.features.ClassLabel(num_classes=1000),
-                                         "file_name": tfds.features.Text()})
-  tfds.dataset_builders.store_as_tfds_dataset(
-      name="imagenet2012", version="5.1.0", features=features, data_dir=str(data_dir),
-      split_datasets={name: split(name, n) for name, n in SIZES.items()})
+  fake_data.write_imagenet(data_dir)
   return data_dir
 
 

@@ -4,10 +4,9 @@ import pickle
 
 import numpy as np
 import pytest
-import tensorstore as ts
 
-from shardline.core import paths
 from shardline.core.errors import UserError
+from tests import fake_data
 from tests import helpers
 from shardline.tasks.precipitation import simulated_task, simulator, zarr_source
 from tests import storage_servers
@@ -54,19 +53,8 @@ def test_simulated_task_is_cached_and_disjoint(tmp_path):
   np.testing.assert_array_equal(again["radar"], test["radar"])
 
 
-def _write_store(path, steps=12, size=40, dims=("time", "y", "x"), skip=()):
-  rng = np.random.default_rng(0)
-  for name in zarr_source.VARIABLES:
-    if name in skip:
-      continue
-    store = ts.open({"driver": "zarr3", "kvstore": paths.tensorstore_kvstore(paths.join(str(path), name)),
-                     "metadata": {"shape": [steps, size, size], "data_type": "float32",
-                                  "dimension_names": list(dims)}}, create=True).result()
-    store.write(rng.gamma(0.5, 2.0, (steps, size, size)).astype(np.float32)).result()
-
-
 def test_zarr_store_is_read_directly_window_by_window_and_split_by_time(tmp_path):
-  _write_store(tmp_path / "store")
+  fake_data.write_radar_store(tmp_path / "store")
   name = zarr_source.precipitation_zarr(path=str(tmp_path / "store"), context=32, target=16, input_frames=2,
                                         lead_times=(1, 3), spatial_stride=8, test_fraction=0.25)
   train, test = (helpers.read_split(name, split, tmp_path / "prepared") for split in ("train", "test"))
@@ -94,13 +82,13 @@ def test_zarr_store_is_read_directly_window_by_window_and_split_by_time(tmp_path
 def test_zarr_loader_errors(tmp_path):
   with pytest.raises(UserError, match="does not exist"):
     zarr_source.precipitation_zarr(path=str(tmp_path / "absent"))
-  _write_store(tmp_path / "partial", skip=("humidity",))
+  fake_data.write_radar_store(tmp_path / "partial", skip=("humidity",))
   with pytest.raises(UserError, match="no readable Zarr v3 array 'humidity'"):
     zarr_source.open_stores(str(tmp_path / "partial"))
-  _write_store(tmp_path / "dims", dims=("t", "lat", "lon"))
+  fake_data.write_radar_store(tmp_path / "dims", dims=("t", "lat", "lon"))
   with pytest.raises(UserError, match="expected \\('time', 'y', 'x'\\)"):
     zarr_source.open_stores(str(tmp_path / "dims"))
-  _write_store(tmp_path / "short", steps=3)
+  fake_data.write_radar_store(tmp_path / "short", steps=3)
   with pytest.raises(UserError, match=r"\[time, y, x\] = \(3, 40, 40\) is too small"):
     zarr_source.precipitation_zarr(path=str(tmp_path / "short"))
 
@@ -110,7 +98,7 @@ def test_zarr_store_in_an_s3_bucket(monkeypatch):
     for name, value in env.items():
       monkeypatch.setenv(name, value)
     url = f"s3://{storage_servers.BUCKET}/radar.zarr"
-    _write_store(url)
+    fake_data.write_radar_store(url)
     source = zarr_source.ZarrWindows(url, zarr_source.Geometry(32, 16, 2, (1, 3), 1, 8, 0.25), "train")
     assert len(source) == 6 * 4 and source[len(source) - 1]["radar"].shape == (2, 32, 32)
     with pytest.raises(UserError, match="does not exist"):
