@@ -25,7 +25,10 @@ os.environ.setdefault("EPATH_USE_TF", "false")
 from etils import epath  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 from shardline.core import scratch  # noqa: E402  pylint: disable=g-import-not-at-top
+from shardline.core import store_clients  # noqa: E402  pylint: disable=g-import-not-at-top
 from shardline.core.errors import UserError  # noqa: E402  pylint: disable=g-import-not-at-top
+
+store_clients.configure()
 
 REMOTE_SCHEMES = ("gs", "s3")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
@@ -97,6 +100,13 @@ def write_text(path: str, text: str) -> None:
   epath.Path(path).write_text(text)
 
 
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes a whole binary file (an object, in a bucket), creating local parent directories."""
+  if not is_remote(path):
+    makedirs(os.path.dirname(path) or ".")
+  epath.Path(path).write_bytes(data)
+
+
 def upload_tree(local_dir: str, remote_dir: str) -> None:
   """Copies every file under `local_dir` to the same relative paths under `remote_dir`."""
   for root, _, files in os.walk(local_dir):
@@ -125,43 +135,56 @@ def staged_dir(path: str) -> Iterator[str]:
 
 class TextAppender:
   """Appends lines to a text file. Objects in a bucket cannot be appended to, so there the whole content is
-  kept and rewritten at each flush (as TensorFlow's and tensorboardX's writers do for event files)."""
+  kept and rewritten at each write (as TensorFlow's and tensorboardX's writers do for event files).
+
+  A write that fails leaves the file as it was, so it may simply be retried (training/lifecycle/storage.py).
+  """
 
   def __init__(self, path: str):
     self.path = path
     if is_remote(path):
       self._content = read_text(path) if exists(path) else ""
-      self._file = None
+      self._fd = None
     else:
       makedirs(os.path.dirname(path))
-      self._file = open(path, "a")  # pylint: disable=consider-using-with
+      self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
   def write(self, text: str) -> None:
-    """Appends `text` and makes it durable."""
-    if self._file is not None:
-      self._file.write(text)
-      self._file.flush()
-    else:
-      self._content += text
-      epath.Path(self.path).write_text(self._content)
+    """Appends `text` and makes it durable; on failure (a full disk, a store that does not answer) the file
+    keeps its previous content."""
+    if self._fd is None:
+      content = self._content + text
+      epath.Path(self.path).write_text(content)
+      self._content = content
+      return
+    data, start = text.encode(), os.fstat(self._fd).st_size
+    try:
+      written = 0
+      while written < len(data):
+        written += os.write(self._fd, data[written:])
+    except OSError:
+      os.ftruncate(self._fd, start)  # no half line for the retry to append after
+      raise
 
   def close(self) -> None:
-    if self._file is not None:
-      self._file.close()
+    if self._fd is not None:
+      os.close(self._fd)
+      self._fd = None
 
 
 def tensorstore_kvstore(path: str) -> dict:
   """A TensorStore kvstore spec for a local path or a bucket URL, with the endpoint the other clients use (an
   emulator's, or another S3-compatible store's; TensorStore's S3 driver does not read AWS_ENDPOINT_URL itself,
-  and without an explicit endpoint its requests never finish there)."""
+  and without an explicit endpoint its requests never finish there) and bounded retries (store_clients.py)."""
   if not is_remote(path):
     return {"driver": "file", "path": path}
   scheme, rest = path.split("://", 1)
   bucket, _, key = rest.partition("/")
   if scheme == "gs":
-    return {"driver": "gcs", "bucket": bucket, "path": key}
+    return {"driver": "gcs", "bucket": bucket, "path": key, **store_clients.tensorstore_options("gs")}
   spec = {"driver": "s3", "bucket": bucket, "path": key,
-          "aws_region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+          "aws_region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+          **store_clients.tensorstore_options("s3")}
   endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
   if endpoint:
     spec["endpoint"] = endpoint

@@ -30,7 +30,7 @@ def main(argv: Sequence[str] = None) -> int:
     distributed.initialize(args)
     evaluate.evaluate(only=args.evaluator)
     return 0
-  return reporting.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run, verbose="--verbose" in argv)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ def add_gin_flags(parser: argparse.ArgumentParser) -> None:
                       help="A gin binding such as \"train.steps = 100\"; repeatable.")
   parser.add_argument("--gin_search_paths", action="append", default=[],
                       help="Extra folders (comma-separated or repeated) to search for gin files.")
+  parser.add_argument("--verbose", action="store_true",
+                      help="Print the traceback of an error before its one-paragraph explanation.")
 
 
 def split_gin_overrides(argv: Sequence[str]) -> Tuple[List[str], List[str]]:

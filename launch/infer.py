@@ -27,7 +27,7 @@ def main(argv: Sequence[str] = None) -> int:
     if jax.process_index() == 0:
       print(f"Analysis of checkpoint step {result['step']} written to {result['output_dir']}")
     return 0
-  return reporting.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run, verbose="--verbose" in argv)
 
 
 if __name__ == "__main__":

@@ -51,4 +51,4 @@ def main(argv: Sequence[str] = None) -> int:
                            quick=args.quick, distill=inputs.distill)
     print(planning.report(result))
     return 0 if result.fits else DOES_NOT_FIT
-  return reporting.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run, verbose="--verbose" in argv)

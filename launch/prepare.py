@@ -66,4 +66,4 @@ def main(argv: Sequence[str] = None) -> int:
       raise UserError(f"--num_shards = {args.num_shards}; it must be a positive integer.")
     prepare_data(only=args.split, num_shards=args.num_shards, workers=args.workers)
     return 0
-  return reporting.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run, verbose="--verbose" in argv)

@@ -1,6 +1,7 @@
 """How entry points report bad input: one paragraph on stderr, no traceback, a non-zero exit."""
 import os
 import sys
+import traceback
 from typing import Callable
 
 from shardline.core.errors import UserError
@@ -19,15 +20,20 @@ def user_message(error: UserError) -> str:
   return "\n".join(kept).strip()
 
 
-def run_reporting_user_errors(fn: Callable[[], int]) -> int:
-  """Runs `fn`; a UserError becomes 'shardline: error: ...' on stderr and exit code 2.
+def run_reporting_user_errors(fn: Callable[[], int], verbose: bool = False) -> int:
+  """Runs `fn`; a UserError becomes 'shardline: error: ...' on stderr and its exit code (2, or the error's own:
+  69 when MODEL_DIR's store stopped answering), with its traceback first when `verbose` (--verbose).
 
   After a UserError everything shardline opened is closed, so the process ends at once: library threads still
-  winding down (TensorStore's, after a damaged checkpoint) would otherwise print tracebacks after the message.
+  winding down (TensorStore's, after a damaged checkpoint; orbax's, after a store went away) would otherwise
+  print tracebacks after the message, and writers registered to flush at exit would write to a store that is
+  gone.
   """
   try:
     return fn()
   except UserError as e:
+    if verbose:
+      traceback.print_exc()
     print(f"shardline: error: {user_message(e)}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -57,7 +57,7 @@ def main(argv: Sequence[str] = None) -> int:
     if jax.process_index() == 0:
       print_summary(summary)
     return 0
-  return reporting.run_reporting_user_errors(run)
+  return reporting.run_reporting_user_errors(run, verbose="--verbose" in argv)
 
 
 if __name__ == "__main__":

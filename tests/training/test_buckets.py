@@ -45,6 +45,8 @@ def test_a_run_in_a_bucket_is_killed_resumes_and_evaluates(tmp_path, store):
 
     resumed = helpers.run_shardline(*args, env=env, cwd=cwd)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    # A healthy bucket run logs no error or warning lines (the C++ libraries' absl format: E1204 ..., W1204 ...).
+    assert not re.search(r"^[EW]\d{4} ", resumed.stderr, re.M), resumed.stderr[-3000:]
     assert "Resuming from checkpoint step 3 in " + model_dir + "/checkpoints" in resumed.stdout
     evaluated = helpers.run_shardline("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
                                       f"--gin.MODEL_DIR='{model_dir}'", env=env, cwd=cwd)

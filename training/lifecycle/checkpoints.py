@@ -15,12 +15,12 @@ import orbax.checkpoint as ocp
 from etils import epath
 from absl import flags
 from orbax.checkpoint._src.multihost import multihost as ocp_multihost
-from orbax.checkpoint._src.path import atomicity
 
 from shardline.core import paths
 from shardline.core.errors import UserError, stderr_silenced
 from shardline.partitioning.shardings import path_str
-from shardline.training.lifecycle import orbax_s3
+from shardline.training.lifecycle import orbax_stores
+from shardline.training.lifecycle import storage
 
 STATE = "state"
 META = "meta"
@@ -69,26 +69,39 @@ class Checkpointer:
   """Saves and restores training state under `<model_dir>/checkpoints` (a local folder or a gs:// or s3:// URL).
 
   A read-only checkpointer (evaluation, analysis) creates nothing: a MODEL_DIR without checkpoints stays as it
-  was.
+  was. With a `store` (training), saves go through its outage handling (storage.py): a save that fails because
+  the store is down is retried, on a fresh orbax manager, until the store answers or the storage timeout ends.
   """
 
   def __init__(self, model_dir: str, keep: int = 3, save_every: int = 1000, async_save: bool = True,
-               read_only: bool = False):
+               read_only: bool = False, store: Optional[storage.Store] = None):
     self.directory = paths.display(paths.join(model_dir, "checkpoints"))
     if jax.process_count() > 1:
       _use_coordination_service_barriers()
     self.save_every = save_every
     self.read_only = read_only
+    self._store = store
     extra = {}
+    if paths.is_remote(self.directory):
+      orbax_stores.enable()
     if self.directory.startswith("s3://"):
-      orbax_s3.enable()
-      extra["temporary_path_class"] = atomicity.CommitFileTemporaryPath  # S3 cannot rename a directory
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                           enable_async_checkpointing=async_save, **extra)
+      extra["temporary_path_class"] = ocp.path.atomicity.CommitFileTemporaryPath  # S3 cannot rename a directory
+    timeout = store.timeout_s if store is not None else storage.DEFAULT_TIMEOUT_S
+    # Directories are created before save() returns, so a store that is down fails the save at once, in this
+    # thread; and the background commit gives up after the storage timeout instead of orbax's 20 minutes.
+    async_options = ocp.AsyncOptions(timeout_secs=int(timeout) + 1, create_directories_asynchronously=False)
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                                 enable_async_checkpointing=async_save, async_options=async_options,
+                                                 **extra)
     self._manager = None
+    self._failed = False  # a save failed: orbax's manager keeps raising its error, so the next attempt reopens
+    self._last_started: Optional[int] = None  # the newest step whose save was started
     if read_only and not paths.exists(self.directory):
       return  # nothing to read, and nothing may be created
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+    if store is not None:
+      store.last_committed = self._manager.latest_step()
+      store.committed_probe = self.known_committed
 
   def latest_step(self) -> Optional[int]:
     """The newest committed step, or None. Incomplete (in-flight or killed) saves are not counted."""
@@ -98,13 +111,67 @@ class Checkpointer:
     """Every committed step, oldest first."""
     return self._manager.all_steps() if self._manager is not None else []
 
-  def save(self, step: int, state: Any, meta: Dict[str, Any]) -> None:
-    """Starts an asynchronous save of `state`; refuses a state with non-finite values."""
+  def save(self, step: int, state: Any, meta: Dict[str, Any], wait: bool = False) -> None:
+    """Saves `state` as step `step` (in the background unless `wait`); refuses a state with non-finite values.
+    With a store, an outage is retried (storage.py) and `wait` also commits through it."""
     if not bool(_all_finite(state.params)):
       raise UserError(f"Refusing to checkpoint step {step}: the parameters contain NaN or Inf. The last good "
                       f"checkpoint in {self.directory} is kept. Lower the learning rate or enable clipping.")
-    self._manager.save(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(dict(meta, step=step))}), force=True)
+
+    def attempt() -> None:
+      self._wait_for_previous()
+      try:
+        self._manager.save(step, args=ocp.args.Composite(**{
+            STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(dict(meta, step=step))}), force=True)
+        self._last_started = step
+        if wait:
+          self._manager.wait_until_finished()
+          self._committed(step)
+      except Exception:  # pylint: disable=broad-except  whatever orbax raises, its manager now holds the error
+        self._failed = True
+        raise
+    if self._store is None:
+      attempt()
+    else:
+      self._store.run(f"saving checkpoint {step}", attempt)
+
+  def _wait_for_previous(self) -> None:
+    """Waits for the previous (background) save to commit. If it did not, that step is simply not a checkpoint:
+    with a store, the outage is noted and this save goes on, on a fresh orbax manager (the old one keeps raising
+    its stored error); a failure that is not the store's is raised again by the next synchronous save or by
+    close(). Without a store (evaluation, tools) the error is raised here."""
+    if self._failed:
+      self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+      self._failed = False
+    previous = self._manager.latest_step()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  orbax raises what its threads raised
+      if self._store is None:
+        raise
+      self._store.note(f"committing checkpoint {previous}", e)
+      self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+      return
+    self._committed(previous)
+
+  def known_committed(self) -> Tuple[Optional[int], Optional[int]]:
+    """(the newest step known to be committed, a newer step whose save started and may or may not have been
+    committed), without waiting. A background save that has finished counts once it is checked to have
+    succeeded; one that ended with an error may still have committed before it (orbax finalizes after the commit)."""
+    committed = self._store.last_committed if self._store is not None else None
+    if self._manager is not None and not self._failed and not self._manager.is_saving_in_progress():
+      try:
+        self._manager.wait_until_finished()  # returns at once: nothing is in progress
+        self._committed(self._last_started)
+        committed = self._last_started
+      except Exception:  # pylint: disable=broad-except  that save ended with an error
+        self._failed = True
+    uncertain = self._last_started if self._last_started is not None and self._last_started != committed else None
+    return committed, uncertain
+
+  def _committed(self, step: Optional[int]) -> None:
+    if self._store is not None and step is not None:
+      self._store.last_committed = step
 
   def read_meta(self, step: int) -> Dict[str, Any]:
     """The JSON record saved with `step`."""
@@ -192,14 +259,32 @@ class Checkpointer:
                      " aside to resume from the previous checkpoint, or use a new MODEL_DIR.")
 
   def wait(self) -> None:
-    """Blocks until in-flight saves are committed."""
-    if self._manager is not None:
+    """Blocks until in-flight saves are committed; with a store, a commit the outage cut off is not retried here
+    (the state it saved is gone): the next save writes a newer step."""
+    if self._manager is None:
+      return
+    step = self._manager.latest_step()
+    if self._store is None:
       self._manager.wait_until_finished()
+      return
+    try:
+      self._manager.wait_until_finished()
+      self._committed(step)
+    except Exception as e:  # pylint: disable=broad-except
+      self._failed = True
+      if not storage.is_transient(e):
+        raise
 
   def close(self) -> None:
+    """Waits for in-flight saves, then releases orbax's manager."""
     if self._manager is not None:
-      self._manager.wait_until_finished()
-      self._manager.close()
+      self.wait()
+      if not self._failed:
+        self._manager.close()
+
+  def abandon(self) -> None:
+    """Lets go of orbax's manager without waiting for an in-flight save (the store is gone: the run is ending)."""
+    self._manager = None
 
 
 def of_run(path: str, what: str) -> Checkpointer:

@@ -18,6 +18,7 @@ import jax
 from shardline.core import paths
 from shardline.core import scratch
 from shardline.core.errors import UserError
+from shardline.training.lifecycle import storage
 
 STEP_NAME = "train"
 
@@ -39,8 +40,10 @@ def check_steps(profile_steps: Optional[Sequence[int]], total_steps: int) -> Non
 class StepProfiler:
   """Starts and stops the trace around the configured steps and publishes it under MODEL_DIR."""
 
-  def __init__(self, model_dir: str, profile_steps: Optional[Sequence[int]], active: bool):
-    self.model_dir = model_dir
+  def __init__(self, model_dir: str, profile_steps: Optional[Sequence[int]], active: bool,
+               store: Optional[storage.Store] = None):
+    """`store` carries the upload of a trace to a bucket through the run's outage handling."""
+    self.model_dir, self._store = model_dir, store or storage.Store(model_dir)
     self.window = tuple(profile_steps) if profile_steps and active else None
     self._local_dir: Optional[str] = None
     self.published: Optional[str] = None
@@ -75,7 +78,7 @@ class StepProfiler:
     newest = max(os.listdir(runs))  # JAX names each trace's run folder by its start time
     if paths.is_remote(self.model_dir):
       self.published = paths.join(self.model_dir, "plugins", "profile", newest)
-      paths.upload_tree(os.path.join(runs, newest), self.published)
+      self._store.run("uploading the profile", lambda: paths.upload_tree(os.path.join(runs, newest), self.published))
       scratch.remove_local_scratch(local)
     else:
       self.published = os.path.join(runs, newest)

@@ -16,6 +16,7 @@ from shardline.training.planning import mfu
 from shardline.training.lifecycle import goodput as goodput_lib
 from shardline.training.lifecycle import preemption as preemption_lib
 from shardline.training.lifecycle import profiling
+from shardline.training.lifecycle import storage
 from shardline.training.state import run_setup as setup_lib
 from shardline.training.lifecycle import summaries as summaries_lib
 from shardline.training.lifecycle import watchdog as watchdog_lib
@@ -59,12 +60,13 @@ class TrainingLoop:
 
   def __init__(self, run: setup_lib.RunSetup, stream: pipeline.DevicePrefetcher, sampler: order.StepSampler,
                evaluators: Dict[str, evaluators_lib.Evaluator], eval_data: evaluators_lib.EvalData,
-               checkpointer: checkpoints_lib.Checkpointer, meta: Dict[str, Any], schedule: Schedule,
+               checkpointer: checkpoints_lib.Checkpointer, store: storage.Store, meta: Dict[str, Any],
+               schedule: Schedule,
                nonfinite_policy: str, summaries: summaries_lib.Summaries, services: Services, flops: Optional[float],
                stall: Optional[tuple] = None, step_inputs: tuple = ()):
     self.run, self.stream, self.sampler = run, stream, sampler
     self.evaluators, self.eval_data = evaluators, eval_data
-    self.checkpointer, self.meta, self.schedule = checkpointer, meta, schedule
+    self.checkpointer, self.store, self.meta, self.schedule = checkpointer, store, meta, schedule
     self.nonfinite_policy, self.summaries, self.services, self.flops = nonfinite_policy, summaries, services, flops
     self.stall = stall  # train.faults.stall: (step, seconds, where)
     self.step_inputs = step_inputs  # what the step takes after the batch: a distillation teacher's parameters
@@ -130,9 +132,7 @@ class TrainingLoop:
 
   def _save(self, state, done: int, wait: bool) -> None:
     with self.services.goodput.measure("checkpoint"):
-      self.checkpointer.save(done, state, self.meta)
-      if wait:
-        self.checkpointer.wait()
+      self.checkpointer.save(done, state, self.meta, wait=wait)
     self.services.watchdog.progress()
 
   def _stall_if_injected(self, step: int, where: str) -> None:
@@ -163,6 +163,7 @@ class TrainingLoop:
           if pending:
             self._log_window(pending, step, time.time() - window_start, step - window_step, window_data)
           return self._preempt(state, step)
+        self.store.step = step
         with services.goodput.measure("data"):
           data_start = time.perf_counter()
           batch = self.stream.get(step)
@@ -188,7 +189,9 @@ class TrainingLoop:
         if due:
           self._evaluate(state, done, due)
         if done % every.checkpoint == 0 or done == steps:
-          self._save(state, done, wait=self.serialize_steps)  # orbax's barriers are collectives too
+          # orbax's barriers are collectives too; and the last save is committed here, while its state is alive,
+          # so that an outage during it is retried rather than lost.
+          self._save(state, done, wait=self.serialize_steps or done == steps)
         window_start += time.time() - between_steps
     finally:
       bar.close()

@@ -21,6 +21,7 @@ from shardline.training.lifecycle import checkpoints as checkpoints_lib
 from shardline.training.lifecycle import goodput as goodput_lib
 from shardline.training.lifecycle import preemption as preemption_lib
 from shardline.training.lifecycle import profiling
+from shardline.training.lifecycle import storage
 from shardline.training.lifecycle import summaries as summaries_lib
 from shardline.training.lifecycle import watchdog as watchdog_lib
 from shardline.training.loop import step_loop
@@ -57,9 +58,9 @@ def _validate(batch_size: int, steps: int, schedule: step_loop.Schedule, nonfini
     raise UserError(f"train.nonfinite_policy = {nonfinite_policy!r}; choose one of {NONFINITE_POLICIES}.")
 
 
-def _write_text(path: str, text: str) -> None:
+def _write_text(store: storage.Store, path: str, text: str) -> None:
   if jax.process_index() == 0:
-    paths.write_text(path, text)
+    store.run(f"writing {path.rsplit('/', 1)[-1]}", lambda: paths.write_text(path, text))
 
 
 def _open_inputs(task: str, split: str, run: run_setup.RunSetup, batch_size: int, eval_batch_size: int, seed: int,
@@ -182,11 +183,13 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
     # step runs its own, and gloo (CPU) pairs collectives by order; GPU and TPU runs keep saving in the background.
     log("Multi-process CPU run: checkpoints are saved synchronously.")
     async_save = False
-  checkpointer = checkpoints_lib.Checkpointer(model_dir, settings.checkpointing.keep, checkpoint_every, async_save)
   primary = jax.process_index() == 0
   summaries = None
   watchdog = watchdog_lib.Watchdog(paths.join(model_dir, "hangs"), jax.process_index(), settings.watchdog.timeout_s,
                                    settings.watchdog.action)
+  store = storage.Store(model_dir, settings.storage.timeout_s, log, on_wait=watchdog.progress)
+  checkpointer = checkpoints_lib.Checkpointer(model_dir, settings.checkpointing.keep, checkpoint_every, async_save,
+                                              store=store)
   try:
     with preemption_lib.PreemptionWatch(settings.checkpointing.save_on_preemption) as preemption, \
         contextlib.ExitStack() as stack:
@@ -197,7 +200,7 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
         with goodput.measure("restore"):
           teacher_params = (inputs.teacher.load(),)
         log(inputs.teacher.describe())
-      _write_text(paths.join(model_dir, "config.gin"), gin.config_str())
+      _write_text(store, paths.join(model_dir, "config.gin"), gin.config_str())
       log(_start_line(model, task, run, batch_size, microbatches, start_step, steps, model_dir))
       step_fn = step_lib.jit_train_step(
           step_lib.train_step_fn(run.model, run.tx, run.schedule, settings.faults.nan_at_step, microbatches,
@@ -208,12 +211,13 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
       log(inputs.feeder.describe())
       with goodput.measure("compile"):
         compiled, flops = _compile(step_fn, state, stream.peek(start_step), *teacher_params)
-      summaries = summaries_lib.Summaries(model_dir, primary)
-      profiler = profiling.StepProfiler(model_dir, settings.profile.steps, primary or settings.profile.every_process)
+      summaries = summaries_lib.Summaries(model_dir, primary, store)
+      profiler = profiling.StepProfiler(model_dir, settings.profile.steps, primary or settings.profile.every_process,
+                                        store)
       meta = {"fingerprint": run.fingerprint(),
               "data": {"task": task, "split": train_split, "seed": seed, "global_batch": batch_size}}
       loop = step_loop.TrainingLoop(
-          run, stream, inputs.sampler, inputs.evaluators, inputs.eval_data, checkpointer, meta, schedule,
+          run, stream, inputs.sampler, inputs.evaluators, inputs.eval_data, checkpointer, store, meta, schedule,
           nonfinite_policy, summaries, step_loop.Services(preemption, watchdog.start(), profiler, goodput), flops,
           settings.faults.stall_point(), teacher_params)
       outcome = loop.train(state, compiled, start_step, steps)
@@ -224,12 +228,18 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
       spent = goodput.summary()
       summaries.write("goodput", outcome.step, goodput_lib.Goodput.scalars(spent))
       log(goodput_lib.Goodput.table(spent))
+  except storage.StorageUnavailable:
+    # The store is gone: nothing more can be written, so nothing waits for it or flushes to it.
+    checkpointer.abandon()
+    if summaries is not None:
+      summaries.abandon()
+    raise
   finally:
     watchdog.stop()
     checkpointer.close()
     if summaries is not None:
       summaries.close()
-  _write_text(paths.join(model_dir, "operative_config.gin"), gin.operative_config_str())
+  _write_text(store, paths.join(model_dir, "operative_config.gin"), gin.operative_config_str())
   return {"step": outcome.step, "train": loop.last_train, "eval": loop.last_eval, "skipped": int(outcome.state.skipped),
           "wall_seconds": spent["total"], "goodput": spent, "model_dir": paths.display(model_dir),
           "checkpoints": checkpointer.directory, "preempted_at": outcome.preempted_at, "saved_at": outcome.saved_at}
