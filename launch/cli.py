@@ -2,6 +2,7 @@
 import sys
 from typing import Callable, Dict, Sequence
 
+from shardline.launch import convert as convert_main
 from shardline.launch import prepare as data_main
 from shardline.launch import eval as eval_main
 from shardline.launch import infer as infer_main
@@ -20,6 +21,7 @@ COMMANDS: Dict[str, Callable[[Sequence[str]], int]] = {
     "launch-local": local_main.main,
     "slurm": slurm_script.main,
     "tpu": tpu_main.main,
+    "convert": convert_main.main,
 }
 
 USAGE = """usage: shardline <command> [flags]
@@ -35,6 +37,7 @@ commands:
                                    shardline launch-local --processes 2 --devices-per-process 4 -- train ...
   slurm   an sbatch script:        shardline slurm --nodes 2 --gpus-per-node 8 --per gpu -- train ...
   tpu     Cloud TPU pods:          shardline tpu create|wait|install|train|logs|delete --name ... [--dry_run]
+  convert ViT weights in and out:  shardline convert import|export --from=hf|timm|big_vision / --to=hf|timm|serving
 
 Run `shardline <command> --help` for a command's flags.
 """

@@ -1,7 +1,7 @@
 """The ViT-22B encoder block: parallel attention and MLP fed by one LayerNorm.
 
   parallel:    y = x + Attn(LN(x)) + MLP(LN(x))
-  sequential:  x' = x + Attn(LN1(x)); y = x' + MLP(LN2(x'))   (for the ablation only)
+  sequential:  x' = x + Attn(LN1(x)); y = x' + MLP(LN2(x'))   (the ablation, and the classic ViT's block)
 
 The attention has no QKV biases and normalises queries and keys (QK-norm). In the parallel block the four
 input projections (Q, K, V, MLP-in) share one input and the two output projections (attention-out, MLP-out)
@@ -49,12 +49,16 @@ class Block(nn.Module):
         mlp_out_bias=bias("mlp_out_bias", (e,), (axes.EMBED,), cfg.mlp_bias),
     )
 
+  def _norm(self, feature_axis: str, name: str) -> LayerNorm:
+    cfg = self.config
+    return LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=feature_axis, epsilon=cfg.layernorm_epsilon,
+                     dtype=params_lib.dtype_of(cfg.dtype), name=name)
+
   def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     cfg = self.config
-    dtype = params_lib.dtype_of(cfg.dtype)
     if cfg.qk_norm:
-      q = LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.KV, dtype=dtype, name="query_norm")(q)
-      k = LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.KV, dtype=dtype, name="key_norm")(k)
+      q = self._norm(axes.KV, "query_norm")(q)
+      k = self._norm(axes.KV, "key_norm")(k)
     attend = lambda q, k, v, _: attention_api.attention(q, k, v, implementation=cfg.attention_impl)
     return per_device.attention(attend, q, k, v)
 
@@ -65,15 +69,15 @@ class Block(nn.Module):
     w = self._weights().cast(dtype)
     x = constrain(x, RESIDUAL_AXES)
     if cfg.parallel_block:
-      y = LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.EMBED, dtype=dtype, name="norm")(x)
+      y = self._norm(axes.EMBED, "norm")(x)
       q, k, v, hidden = projections.input_projections(y, w, cfg.linear_impl, cfg.async_bidirectional)
       o = self._attend(q, k, v)
-      hidden = nn.gelu(hidden)
+      hidden = nn.gelu(hidden, approximate=cfg.gelu_approximate)
       x = x + projections.output_projections(o, hidden, w, cfg.linear_impl, cfg.async_bidirectional)
     else:
-      y = LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.EMBED, dtype=dtype, name="attn_norm")(x)
+      y = self._norm(axes.EMBED, "attn_norm")(x)
       q, k, v = projections.qkv_projection(y, w)
       x = x + projections.attention_output(self._attend(q, k, v), w)
-      y = LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.EMBED, dtype=dtype, name="mlp_norm")(x)
-      x = x + projections.mlp(y, w)
+      y = self._norm(axes.EMBED, "mlp_norm")(x)
+      x = x + projections.mlp(y, w, cfg.gelu_approximate)
     return constrain(x, RESIDUAL_AXES), None

@@ -1,4 +1,10 @@
-"""The ViT-22B network: patch embedding, learned positions, a stack of blocks, and a pooling head."""
+"""The ViT-22B network: patch embedding, learned positions, a stack of blocks, and a pooling head.
+
+With head='token' a learned class token is prepended after the position embedding (as big_vision's 'tok' pool
+does): the position table covers the square patch grid only, so `init_from` resizes it for a new resolution with
+the same rule as for the other heads. A checkpoint whose class token had a position of its own (timm, Hugging
+Face) folds it into the token on import (training/transfer/interop/).
+"""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -49,14 +55,19 @@ class ViT22B(nn.Module):
   config: ViT22BConfig
 
   def embed(self, images: jax.Array) -> jax.Array:
-    """Images -> final token representations [batch, tokens, width]."""
+    """Images -> final token representations [batch, tokens, width] (the class token first, with head='token')."""
     cfg = self.config
     dtype = params_lib.dtype_of(cfg.dtype)
     x = PatchEmbed(cfg.patch_size, cfg.width, dtype=dtype, name="patch_embed")(images)
     x = PositionEmbedding(name="pos_embed")(x)
+    if cfg.head == "token":
+      token = params_lib.param(self, "cls", nn.initializers.zeros, (1, 1, cfg.width), (None, None, axes.EMBED))
+      # [b, n, e] -> [b, 1 + n, e]: the class token first, as the libraries whose weights are imported put it.
+      x = jnp.concatenate([jnp.broadcast_to(token.astype(x.dtype), (x.shape[0], 1, cfg.width)), x], axis=1)
     x = constrain(x, RESIDUAL_AXES)
     x = Encoder(cfg, name="encoder")(x)
-    return LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.EMBED, dtype=dtype, name="encoder_norm")(x)
+    return LayerNorm(use_bias=cfg.layernorm_bias, feature_axis=axes.EMBED, epsilon=cfg.layernorm_epsilon,
+                     dtype=dtype, name="encoder_norm")(x)
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -65,6 +76,8 @@ class ViT22B(nn.Module):
     x = self.embed(images)
     if cfg.head == "map":
       pooled = heads.MapHead(cfg.num_heads, cfg.mlp_dim, dtype=dtype, name="map_head")(x)
+    elif cfg.head == "token":
+      pooled = x[:, 0]
     else:
       pooled = heads.global_average_pool(x)
     self.sow("intermediates", "pre_logits", pooled)  # [b, e]; kept only when asked for (few-shot features)

@@ -4,7 +4,7 @@
 sums the attention-output and MLP-output matmuls into one residual update. With `linear_impl='xla'` these are
 plain einsums that XLA shards from the rules; with `linear_impl='async'` each group is one collective matmul
 (partitioning/async_linear.py) whose communication overlaps its compute. The sequential block (ablation
-only) uses `qkv_projection`, `attention_output` and `mlp`.
+only, and the classic ViT's) uses `qkv_projection`, `attention_output` and `mlp`.
 """
 from typing import NamedTuple, Optional, Tuple
 
@@ -48,12 +48,12 @@ def attention_output(o: jax.Array, w: BlockWeights) -> jax.Array:
   return y if w.attn_out_bias is None else y + w.attn_out_bias
 
 
-def mlp(y: jax.Array, w: BlockWeights) -> jax.Array:
-  """The sequential block's MLP: [b, l, e] -> [b, l, e]."""
+def mlp(y: jax.Array, w: BlockWeights, gelu_approximate: bool = True) -> jax.Array:
+  """The sequential block's MLP: [b, l, e] -> [b, l, e], with the tanh-approximate or the exact GELU."""
   hidden = jnp.einsum("ble,em->blm", y, w.mlp_in)
   if w.mlp_in_bias is not None:
     hidden = hidden + w.mlp_in_bias
-  out = jnp.einsum("blm,me->ble", nn.gelu(hidden), w.mlp_out)
+  out = jnp.einsum("blm,me->ble", nn.gelu(hidden, approximate=gelu_approximate), w.mlp_out)
   return out if w.mlp_out_bias is None else out + w.mlp_out_bias
 
 

@@ -33,9 +33,12 @@ PARENTS = {
     "limoe_tiny_digits_upcycled_cpu8": ("limoe_dense_tiny_digits_cpu8", "DENSE"),
     "mgdt_tiny_roadrunner_finetune_cpu8": ("mgdt_tiny_atari4_pretrain_cpu8", "PRETRAINED"),
 }
+# An experiment that starts from weights another library wrote: the gin macro naming the imported MODEL_DIR,
+# which the test makes with `shardline convert import` (tests/training/test_interop.py).
+IMPORTED = {"vit_ti16_digits_finetune_cpu8": "PRETRAINED"}
 # Runs that share a model family run in one test, parents first.
 FAMILIES = {family: [e for e in CPU_EXPERIMENTS if e.startswith(family)] for family in
-            ("vit22b", "limoe", "metnet2", "mgdt")}
+            ("vit22b", "vit_", "limoe", "metnet2", "mgdt")}
 
 
 def _sizes(experiment, tmp_path):
@@ -60,6 +63,10 @@ def _train_and_eval(gin_file, model_dir, steps, extra):
   return trained, flags
 
 
+def test_every_cpu_experiment_is_in_a_family():
+  assert sorted(e for members in FAMILIES.values() for e in members) == CPU_EXPERIMENTS
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_every_cpu_experiment_trains_and_evaluates_through_the_cli(family, tmp_path):
   assert FAMILIES[family], family
@@ -69,6 +76,10 @@ def test_every_cpu_experiment_trains_and_evaluates_through_the_cli(family, tmp_p
     if experiment in PARENTS:
       parent, macro = PARENTS[experiment]
       extra.append(f"--gin.{macro}='{runs[parent]}'")
+    if experiment in IMPORTED:
+      from tests.training import test_interop  # pylint: disable=g-import-not-at-top
+      test_interop.save_random_vit_ti16_import(tmp_path / "imported")
+      extra.append(f"--gin.{IMPORTED[experiment]}='{tmp_path / 'imported'}'")
     model_dir = tmp_path / experiment
     _, flags = _train_and_eval(f"experiments/{experiment}.gin", model_dir, 2, extra)
     evaluated = helpers.run_cli_in_process("eval", *flags)

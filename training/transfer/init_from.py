@@ -58,15 +58,18 @@ def _nest(flat: Dict[str, Any]) -> Dict[str, Any]:
   return tree
 
 
-def _resize_grid(table: jax.Array, tokens: int, dtype, sharding) -> jax.Array:
-  """A [tokens, width] position embedding on a square grid, resized bilinearly to `tokens` positions."""
+def resize_grid(table: jax.Array, tokens: int) -> jax.Array:
+  """A [positions, width] position embedding on a square grid, resized bilinearly to `tokens` positions (float32);
+  the rule for a new image resolution, here and in `shardline convert import`."""
   old, new = math.isqrt(table.shape[0]), math.isqrt(tokens)
   width = table.shape[1]
+  grid = jnp.asarray(table, jnp.float32).reshape(old, old, width)
+  return jax.image.resize(grid, (new, new, width), method="bilinear").reshape(tokens, width)
 
-  def resize(t):
-    grid = t.astype(jnp.float32).reshape(old, old, width)
-    return jax.image.resize(grid, (new, new, width), method="bilinear").reshape(tokens, width).astype(dtype)
-  return jax.jit(resize, out_shardings=sharding)(table)
+
+def _resize_grid(table: jax.Array, tokens: int, dtype, sharding) -> jax.Array:
+  """`resize_grid` into the new parameter's dtype and sharding."""
+  return jax.jit(lambda t: resize_grid(t, tokens).astype(dtype), out_shardings=sharding)(table)
 
 
 def _tile(dense: jax.Array, shape, dtype, sharding) -> jax.Array:
