@@ -1,13 +1,15 @@
 """Times the training step of any gin-configured run, on whatever devices are present.
 
   python -m benchmarks.train_step --gin_file=experiments/vit22b_slice_h100.gin [--gin.X=Y ...] \\
-      [--steps 20] [--warmup 3] [--record]
+      [--steps 20] [--warmup 3] [--record] [--profile_dir DIR [--profile_steps 2]]
 
 The step runs on synthetic batches of the model's own shapes (no data loading), after `--warmup` steps, and
 `--steps` steps are timed between two device synchronisations. FLOPs are matmul FLOPs counted from the compiled
 program (training/planning/hlo/flops.py): "model" FLOPs from the step compiled without rematerialisation, "hardware"
 FLOPs from the step as run. MFU = model FLOP/s per device / the device's dense bf16 peak; HFU uses hardware
-FLOPs. `--record` appends the row to BENCHMARKS.md.
+FLOPs. `--record` appends the row to BENCHMARKS.md. `--profile_dir` then traces `--profile_steps` more steps of
+the same compiled step with jax.profiler into DIR and prints the ops that took the most time
+(training/planning/trace_summary.py).
 """
 import argparse
 import dataclasses
@@ -27,6 +29,7 @@ from shardline.launch import runtime
 from shardline.launch import plan_inputs
 from shardline.training.planning import hardware
 from shardline.training.planning import mfu
+from shardline.training.planning import trace_summary
 from shardline.training.state import run_setup as setup_lib
 from shardline.training.state import step as step_lib
 from shardline.training.state import train_state
@@ -61,8 +64,10 @@ def _peak_memory() -> Optional[int]:
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def measure(model, batch_size: int, steps: int, warmup: int) -> Dict[str, float]:
-  """Compiles and times `steps` training steps; returns the figures."""
+def measure(model, batch_size: int, steps: int, warmup: int, profile_dir: Optional[str] = None,
+            profile_steps: int = 2) -> Dict[str, float]:
+  """Compiles and times `steps` training steps, then traces `profile_steps` more into `profile_dir` if given;
+  returns the figures."""
   run = setup_lib.build(model, total_steps=1000, global_batch=batch_size)
   batch = synthetic_batch(model, batch_size, run.batch_sharding)
   state = train_state.init_state(model, run.tx, model.batch_spec(1), run.partitioner, run.state_sharding)
@@ -79,7 +84,8 @@ def measure(model, batch_size: int, steps: int, warmup: int) -> Dict[str, float]
     plain_step = step_lib.jit_train_step(step_lib.train_step_fn(plain, run.tx, run.schedule), run.partitioner,
                                          run.state_sharding, run.batch_sharding)
     model_flops = mfu.compiled_flops(plain_step.lower(state, batch).compile()) or 0.0
-  for _ in range(warmup):
+  state, metrics = compiled(state, batch)  # at least one warm-up step: the first run allocates
+  for _ in range(warmup - 1):
     state, metrics = compiled(state, batch)
   jax.block_until_ready((state, metrics))
   start = time.perf_counter()
@@ -87,6 +93,12 @@ def measure(model, batch_size: int, steps: int, warmup: int) -> Dict[str, float]
     state, metrics = compiled(state, batch)
   jax.block_until_ready((state, metrics))
   seconds = (time.perf_counter() - start) / steps
+  if profile_dir:
+    with jax.profiler.trace(profile_dir):
+      for n in range(profile_steps):
+        with jax.profiler.StepTraceAnnotation("train", step_num=n):
+          state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
   kind = jax.devices()[0].device_kind
   peak = hardware.peak_tflops_per_device(kind)
   return {"step_seconds": seconds, "examples_per_sec": batch_size / seconds,
@@ -129,6 +141,8 @@ def main(argv: Sequence[str] = None):
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--name", default=None, help="the row's name (default: the gin files)")
   parser.add_argument("--record", action="store_true", help="append the result to BENCHMARKS.md")
+  parser.add_argument("--profile_dir", default=None, help="trace more steps here and print the top ops by time")
+  parser.add_argument("--profile_steps", type=int, default=2)
   argv = list(sys.argv[1:] if argv is None else argv)
   args, overrides = flags.parse_args(parser, argv)
   gin_config.parse(args.gin_file, list(args.gin_bindings) + list(overrides),
@@ -136,13 +150,15 @@ def main(argv: Sequence[str] = None):
                    allow_missing=plan_inputs.PLAN_NEEDS_NO, allow_missing_data_libraries=True)
   runtime.configure()
   model, batch_size = plan_inputs.plan_run()[:2]
-  result = measure(model, batch_size, args.steps, args.warmup)
+  result = measure(model, batch_size, args.steps, args.warmup, args.profile_dir, args.profile_steps)
   env = timing.environment()
   name = args.name or ",".join(os.path.basename(f) for f in args.gin_file)
   print(f"# {env['device']} ({env['backend']}), jax {env['jax']}, {env['date']}; compile {result['compile_seconds']:.1f}s; "
         f"final loss {result['loss']:.4f}")
   print(TABLE_HEADER)
   print(format_result(name, result))
+  if args.profile_dir:
+    print(trace_summary.summarise(args.profile_dir))
   if args.record:
     record(name, result, "python -m benchmarks.train_step " + " ".join(argv))
   return result

@@ -5,14 +5,16 @@ Implementations (gin: the models' `attention_impl`):
   * 'pallas' the flash kernels: tpu.py (Mosaic) on TPU, gpu.py (Triton) on GPU; on CPU they run in
              interpret mode (tests), the GPU kernel unless `pallas_backend='tpu'`.
   * 'cudnn'  jax.nn.dot_product_attention(implementation='cudnn'), GPU only; no block-causal mask.
-  * 'auto'   pallas on TPU; on GPU cudnn where it supports the mask (none or causal, no segment ids) and
-             pallas otherwise; xla on CPU.
+  * 'auto'   on GPU the implementation measured fastest at the nearest measured length for the mask and head
+             dimension (MEASURED below), else cudnn where it supports the mask (none or causal, no segment ids)
+             and pallas otherwise; pallas on TPU; xla on CPU (where the kernels only interpret).
 
 Sequences of any length are padded up to the block sizes here; padded keys are removed inside the kernels and
 padded queries sliced off, so every length works (ViT-22B's 256 tokens, MGDT's 156, odd ones).
 """
 import dataclasses
 import functools
+import math
 from typing import Any, Optional, Tuple
 
 import jax
@@ -22,6 +24,21 @@ from shardline.kernels import platform as platform_lib
 from shardline.kernels.attention import gpu, reference, tpu
 
 IMPLEMENTATIONS = ("auto", "xla", "pallas", "cudnn")
+
+# What 'auto' takes where it was measured: (platform, mask kind, head_dim) -> [(sequence length, fastest
+# implementation, its forward+backward ms, the other implementations' ms)], from `python -m benchmarks.attention`
+# on one NVIDIA H100 80GB HBM3, jax 0.11.2, bfloat16, 2026-11-22 (BENCHMARKS.md, "Flash attention"; the log is
+# benchmarks/results/h100_20261122/attention.log). Without segment ids only: none of these runs had them.
+MEASURED = {
+    ("gpu", "none", 128): [(256, "pallas", 0.753, {"cudnn": 0.866, "xla": 1.265}),
+                           (576, "cudnn", 1.157, {"pallas": 1.471, "xla": 2.959}),
+                           (1024, "cudnn", 1.200, {"pallas": 1.842, "xla": 3.514}),
+                           (8192, "cudnn", 3.617, {"pallas": 5.627, "xla": 15.946})],
+    ("gpu", "causal", 128): [(8192, "cudnn", 2.320, {"pallas": 3.350, "xla": 18.524})],
+    ("gpu", "block_causal", 64): [(156, "pallas", 0.737, {"xla": 1.017})],  # cudnn has no block-causal mask
+}
+# A measurement stands for lengths within this factor of its own; beyond, 'auto' falls back to the rule.
+MEASURED_REACH = 2.0
 
 
 def validate(q: jax.Array, k: jax.Array, v: jax.Array, mask_kind: str, block_size: Optional[int],
@@ -51,6 +68,22 @@ def validate(q: jax.Array, k: jax.Array, v: jax.Array, mask_kind: str, block_siz
   if q_segment_ids is not None and (q_segment_ids.shape != q.shape[:2] or kv_segment_ids.shape != k.shape[:2]):
     raise ValueError(f"Segment ids must be [batch, length]: got {q_segment_ids.shape} for q {q.shape[:2]} and "
                      f"{kv_segment_ids.shape} for k {k.shape[:2]}.")
+
+
+def _cudnn_supports(mask_kind: str, segmented: bool) -> bool:
+  return mask_kind in ("none", "causal") and not segmented
+
+
+def choose(platform: str, mask_kind: str, length: int, head_dim: int, segmented: bool) -> Tuple[str, str]:
+  """'auto''s implementation for a platform, mask and kv length, and why: (implementation, reason)."""
+  rule = {"tpu": "pallas", "cpu": "xla"}.get(platform, "cudnn" if _cudnn_supports(mask_kind, segmented) else "pallas")
+  rows = [] if segmented else MEASURED.get((platform, mask_kind, head_dim), [])
+  near = [r for r in rows if max(r[0] / length, length / r[0]) <= MEASURED_REACH]
+  if not near:
+    return rule, f"no measurement within {MEASURED_REACH:g}x of {length} tokens; the platform's rule"
+  # The nearest measured length on a log scale: 384 tokens lies between 256 and 576.
+  measured_length, fastest, ms, others = min(near, key=lambda r: abs(math.log(r[0] / length)))
+  return fastest, f"measured fastest at {measured_length} tokens ({ms} ms fwd+bwd; others {others})"
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -174,16 +207,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mask_kind: str = "non
   validate(q, k, v, mask_kind, block_size, q_segment_ids, kv_segment_ids, block_prefix)
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"Unknown attention implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
-  platform = platform_lib.target_platform()
-  cudnn_ok = mask_kind in ("none", "causal") and q_segment_ids is None
   if implementation == "auto":
-    implementation = {"tpu": "pallas", "cpu": "xla"}.get(platform, "cudnn" if cudnn_ok else "pallas")
+    implementation = choose(platform_lib.target_platform(), mask_kind, k.shape[1], q.shape[-1],
+                            q_segment_ids is not None)[0]
   if implementation == "xla":
     return reference.attention(q, k, v, mask_kind=mask_kind, block_size=block_size,
                                q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
                                block_prefix=block_prefix)
   if implementation == "cudnn":
-    if not cudnn_ok:
+    if not _cudnn_supports(mask_kind, q_segment_ids is not None):
       raise ValueError("cudnn attention supports no mask or a causal mask, without segment ids; use "
                        "implementation='pallas' or 'xla' for block-causal or segmented attention.")
     return jax.nn.dot_product_attention(q, k, v, is_causal=mask_kind == "causal", implementation="cudnn")

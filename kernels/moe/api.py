@@ -1,10 +1,14 @@
 """The grouped matmul's entry point: validation, block sizes, gradients and dispatch.
 
 grouped_matmul(lhs [E, G, C, K], rhs [E, K, N], counts [E, G]) -> [E, G, C, N]: the first counts[e, g] rows of
-each (expert, routing group) buffer times the expert's weights, zero elsewhere. Implementations: 'pallas'
-(tpu.py on TPU, gpu.py on GPU; interpret mode on CPU) and 'xla' (reference.py). Gradients: d_lhs is the same
-grouped matmul against the transposed weights; d_rhs is lhs^T @ d_out per expert over the filled rows (a
-batched matmul; the empty rows are zero in lhs).
+each (expert, routing group) buffer times the expert's weights, zero elsewhere. Implementations:
+  * 'pallas' tpu.py on TPU, gpu.py (Triton) on GPU; interpret mode on CPU (tests only: slow).
+  * 'xla'    reference.py: one batched einsum over every capacity slot, empty ones included.
+  * 'ragged' ragged.py: the filled rows packed expert by expert and multiplied by `jax.lax.ragged_dot`.
+  * 'auto'   the implementation AUTO names for the platform being compiled for.
+Gradients of 'pallas': d_lhs is the same grouped matmul against the transposed weights; d_rhs is lhs^T @ d_out
+per expert over the filled rows (a batched matmul; the empty rows are zero in lhs). 'xla' and 'ragged' take
+JAX's own gradients.
 """
 import functools
 from typing import Optional
@@ -13,9 +17,30 @@ import jax
 import jax.numpy as jnp
 
 from shardline.kernels import platform as platform_lib
-from shardline.kernels.moe import gpu, reference, tpu
+from shardline.kernels.moe import gpu, ragged, reference, tpu
 
-IMPLEMENTATIONS = ("xla", "pallas")
+IMPLEMENTATIONS = ("xla", "pallas", "ragged", "auto")
+
+# What 'auto' takes on each platform: (implementation, the measurement behind it). Only a measurement by
+# `python -m benchmarks.moe_layer` on that platform (every candidate in one run) may change an entry; where none
+# exists the entry keeps the implementation the models used before 'auto' existed, and says so.
+AUTO = {
+    "gpu": ("pallas", "not measured: no GPU run has compared 'pallas', 'ragged' and 'xla' yet (the 2026-11-22 "
+                      "H100 run compared only 'pallas' with one-hot dispatch); 'pallas' was the choice before 'auto'"),
+    "tpu": ("pallas", "not measured: no TPU has run the benchmark; 'pallas' was the choice before 'auto'"),
+    "cpu": ("xla", "measured 2026-12-04 on the 2-core development CPU, jax 0.10.2, float32, 4096 tokens, width "
+                   "256, expert MLP 1024, groups of 1024: layer step 151.8 / 154.4 ms with 'xla' against 866.9 / "
+                   "3388.4 ms with 'ragged' at 8 / 32 experts (XLA:CPU turns ragged_dot into a dense dot against "
+                   "every expert; benchmarks/results/cpu_20261204/moe_layer.log); 'pallas' only "
+                   "interprets on CPU"),
+}
+
+
+def resolve(implementation: str, platform: str) -> str:
+  """The implementation to run: `implementation` itself, or AUTO's entry for the platform when it is 'auto'."""
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"Unknown grouped matmul implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
+  return AUTO.get(platform, AUTO["cpu"])[0] if implementation == "auto" else implementation
 
 
 def validate(lhs: jax.Array, rhs: jax.Array, counts: jax.Array) -> None:
@@ -85,13 +110,18 @@ _grouped.defvjp(_grouped_fwd, _grouped_bwd)
 
 def grouped_matmul(lhs: jax.Array, rhs: jax.Array, counts: jax.Array, implementation: str = "pallas",
                    backend: Optional[str] = None, interpret=None) -> jax.Array:
-  """[E, G, C, K] x [E, K, N] -> [E, G, C, N], zero beyond each count; differentiable in lhs and rhs."""
+  """[E, G, C, K] x [E, K, N] -> [E, G, C, N], zero beyond each count; differentiable in lhs and rhs.
+
+  `backend` and `interpret` apply to 'pallas' only: the kernel ('tpu' or 'gpu'; the platform's by default) and
+  interpret mode (on CPU by default).
+  """
   validate(lhs, rhs, counts)
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"Unknown grouped matmul implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
+  platform = platform_lib.target_platform()
+  implementation = resolve(implementation, platform)
   if implementation == "xla":
     return reference.grouped_matmul(lhs, rhs, counts)
-  platform = platform_lib.target_platform()
+  if implementation == "ragged":
+    return ragged.grouped_matmul(lhs, rhs, counts)
   backend = backend or ("tpu" if platform == "tpu" else "gpu")
   if interpret is None and platform == "cpu":
     from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top

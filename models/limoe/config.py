@@ -28,7 +28,10 @@ class LIMoEConfig:
     batch_priority_routing: fill capacity in descending order of router confidence (BPR) instead of token order.
     router_noise_std: std of the noise added to router logits in training (the V-MoE load loss needs it).
     dispatch: 'einsum' (GShard one-hot dispatch/combine) or 'grouped' (sort by expert, grouped matmul kernel).
-    grouped_impl: 'pallas' or 'xla' for the grouped matmul.
+    grouped_impl: the grouped matmul (kernels/moe/api.py): 'pallas' (the Pallas kernel), 'xla' (an einsum over
+      every capacity slot), 'ragged' (jax.lax.ragged_dot over the filled rows), or 'auto', the implementation
+      measured fastest on the platform compiled for (kernels/moe/api.AUTO, which keeps 'pallas' on GPU and TPU
+      until a run there measures the others).
     dense: build the compute-matched dense baseline (every MoE layer becomes a plain MLP).
     attention_impl, dtype: execution choices.
   """
@@ -53,7 +56,7 @@ class LIMoEConfig:
   batch_priority_routing: bool = True
   router_noise_std: float = 0.0
   dispatch: str = "einsum"
-  grouped_impl: str = "pallas"
+  grouped_impl: str = "auto"
   dense: bool = False
   attention_impl: str = "auto"
   dtype: str = "float32"

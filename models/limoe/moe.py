@@ -3,8 +3,9 @@
 Tokens are cut into routing groups, routed (router.py), and sent to their experts' capacity buffers
 [experts, groups, capacity, width] in one of two ways:
   * 'einsum': one-hot dispatch and combine tensors [groups, tokens, experts, capacity] and einsums, as in GShard;
-  * 'grouped': by index (scatter into the buffers, gather back), with the expert MLP as the grouped matmul kernel
-    (kernels/moe), which skips each expert's unused capacity.
+  * 'grouped': by index (scatter into the buffers, gather back), with the expert MLP as the grouped matmul
+    (kernels/moe; `grouped_impl` picks the Pallas kernel or ragged_dot, which skip each expert's unused capacity,
+    the einsum reference, or 'auto').
 Under the `expert` rule set the buffers are split over the `expert` mesh axis and the groups over the batch
 axes, so moving tokens from batch-sharded groups to expert-sharded buffers is an all-to-all that XLA inserts.
 Dropped tokens get no expert output: the block's residual carries them.

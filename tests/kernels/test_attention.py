@@ -8,7 +8,6 @@ from jax.experimental import topologies
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from shardline.kernels.attention import api, gpu, reference, tpu
-from shardline.tasks import digits
 from tests.kernels.attention_cases import CASES, compare as _compare, inputs as _inputs, vit_losses
 
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
@@ -48,6 +47,32 @@ def test_block_causal_mask_is_exactly_block_causal():
                        for i in range(12)])
   np.testing.assert_array_equal(mask, expected)
   assert mask[4, 5] and not mask[6, 7] and mask[7, 6]  # prefix both ways, the rest causal
+
+
+@pytest.mark.parametrize("platform, mask, length, head_dim, segmented, want, measured", [
+    ("gpu", "none", 256, 128, False, "pallas", True),  # 0.753 ms against cudnn's 0.866
+    ("gpu", "none", 300, 128, False, "pallas", True),  # nearer 256 than 576 on a log scale
+    ("gpu", "none", 500, 128, False, "cudnn", True),
+    ("gpu", "none", 8192, 128, False, "cudnn", True),
+    ("gpu", "causal", 8192, 128, False, "cudnn", True),
+    ("gpu", "block_causal", 156, 64, False, "pallas", True),
+    ("gpu", "none", 256, 128, True, "pallas", False),  # segment ids: cudnn cannot, and no measurement had them
+    ("gpu", "none", 197, 64, False, "cudnn", False),  # nothing measured at head_dim 64 without a mask
+    ("gpu", "causal", 1024, 128, False, "cudnn", False),  # 8x from the one causal measurement
+    ("tpu", "none", 256, 128, False, "pallas", False),
+    ("cpu", "block_causal", 156, 64, False, "xla", False),
+])
+def test_auto_picks_the_measured_fastest_or_the_platforms_rule(platform, mask, length, head_dim, segmented, want,
+                                                               measured):
+  chosen, why = api.choose(platform, mask, length, head_dim, segmented)
+  assert chosen == want, why
+  assert why.startswith("measured fastest" if measured else "no measurement"), why
+
+
+def test_measured_entries_name_the_fastest_of_their_own_figures():
+  for rows in api.MEASURED.values():
+    for _, fastest, ms, others in rows:
+      assert fastest in api.IMPLEMENTATIONS and ms < min(others.values())
 
 
 def test_validation_messages():
@@ -92,6 +117,7 @@ def test_tpu_kernels_compile_for_tpu_v4(d, kind, block, seg, prefix):
 
 
 def test_vit22b_trains_with_pallas_attention_in_interpret_mode():
+  from shardline.tasks import digits  # pylint: disable=g-import-not-at-top  (TensorFlow: this test alone)
   data = digits.load_split("train")
   batch = {"image": data["image"][:8], "label": data["label"][:8]}
   losses = vit_losses(batch, steps=3, learning_rate=1e-2, depth=1)

@@ -1,4 +1,5 @@
-"""The Pallas kernels compiled natively for a GPU (Triton), against the XLA reference; skipped without a GPU.
+"""The Pallas kernels compiled natively for a GPU (Triton), and ragged_dot, against the XLA reference; skipped
+without a GPU.
 
 Run on a GPU machine with `JAX_PLATFORMS=cuda python -m pytest tests/kernels/test_gpu_native.py`. float32
 matmuls on GPUs run as TF32 in both the kernels and XLA by default, so the reference is computed at 'highest'
@@ -59,16 +60,14 @@ def test_native_kernel_is_a_triton_call_and_skips_nothing_it_needs():
   assert all(bool(jnp.all(jnp.isfinite(g.astype(jnp.float32)))) for g in grads)
 
 
-@pytest.mark.parametrize("e, g, c, k, n, dtype", [(4, 2, 64, 128, 256, "float32"), (8, 2, 48, 256, 128, "bfloat16"),
-                                                 (4, 2, 25, 96, 200, "bfloat16")])  # sizes padded to powers of two
-def test_native_grouped_matmul_matches_reference(e, g, c, k, n, dtype):
+def _check_grouped_matmul(implementation, e, g, c, k, n, dtype, **kwargs):
   keys = jax.random.split(jax.random.PRNGKey(e * c + n), 4)
   lhs = jax.random.normal(keys[0], (e, g, c, k), jnp.float32).astype(dtype)
   rhs = (jax.random.normal(keys[1], (e, k, n), jnp.float32) / np.sqrt(k)).astype(dtype)
   counts = jax.random.randint(keys[2], (e, g), 0, c + 1).at[0, 0].set(0).at[-1, -1].set(c)
   lhs = jnp.where(moe_reference.row_mask(counts, c), lhs, 0)
   d_out = jax.random.normal(keys[3], (e, g, c, n), jnp.float32).astype(dtype)
-  kernel = lambda a, b: moe_api.grouped_matmul(a, b, counts, "pallas", backend="gpu", interpret=False)
+  kernel = jax.jit(lambda a, b: moe_api.grouped_matmul(a, b, counts, implementation, **kwargs))
   ref = _highest(lambda a, b: moe_reference.grouped_matmul(a, b, counts))
   out, vjp = jax.vjp(kernel, lhs, rhs)
   ref_out, ref_vjp = jax.vjp(ref, lhs, rhs)
@@ -80,10 +79,13 @@ def test_native_grouped_matmul_matches_reference(e, g, c, k, n, dtype):
     np.testing.assert_allclose(f32(got) / largest, f32(want) / largest, **helpers.tolerance(dtype, scale=scale))
 
 
-def test_vit22b_trains_natively_with_pallas_attention():
-  rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.standard_normal((16, 8, 8, 1)), jnp.float32),
-           "label": jnp.asarray(rng.integers(0, 10, 16), jnp.int32)}
-  losses = vit_losses(batch, steps=5, learning_rate=1e-3, depth=2, head_dim=64)
-  np.testing.assert_allclose(losses["pallas"], losses["xla"], rtol=2e-3)
-  assert losses["pallas"][-1] < losses["pallas"][0]
+@pytest.mark.parametrize("e, g, c, k, n, dtype", [(4, 2, 64, 128, 256, "float32"), (8, 2, 48, 256, 128, "bfloat16"),
+                                                 (4, 2, 25, 96, 200, "bfloat16")])  # sizes padded to powers of two
+def test_native_grouped_matmul_matches_reference(e, g, c, k, n, dtype):
+  _check_grouped_matmul("pallas", e, g, c, k, n, dtype, backend="gpu", interpret=False)
+
+
+@pytest.mark.parametrize("e, g, c, k, n, dtype", [(4, 2, 64, 128, 256, "float32"), (8, 2, 48, 256, 128, "bfloat16"),
+                                                 (4, 2, 25, 96, 200, "bfloat16")])
+def test_native_ragged_dot_grouped_matmul_matches_reference(e, g, c, k, n, dtype):
+  _check_grouped_matmul("ragged", e, g, c, k, n, dtype)

@@ -1,25 +1,25 @@
-"""The benchmark harness on a machine with JAX but without TensorFlow, seqio or ALE (the GPU machines)."""
+"""The benchmark harness on a machine with JAX but without TensorFlow, seqio, ALE or the loader's libraries (the GPU
+machines): the packages are hidden from Python as the GPU suite's rehearsal hides them."""
 import glob
 import os
 import subprocess
 import sys
 
+from benchmarks import gpu_suite
 from shardline.launch import gin_config
 from shardline.launch import gin_files
 from tests import helpers
 
-# Runs benchmarks.train_step with the data libraries made unimportable, as on a GPU box that lacks them.
-_WITHOUT_DATA = ("import runpy, sys\n"
-                 "for name in ('tensorflow', 'seqio', 'tensorflow_datasets', 'ale_py', 'array_record'):\n"
-                 "  sys.modules[name] = None\n"
-                 "sys.argv = ['train_step'] + sys.argv[1:]\n"
-                 "runpy.run_module('benchmarks.train_step', run_name='__main__')\n")
-
 
 def _train_step(*args):
-  return subprocess.run([sys.executable, "-c", _WITHOUT_DATA,
+  """benchmarks.train_step with every package hidden that the GPU machine lacks or that a synthetic-batch stage
+  of the GPU suite must do without (benchmarks/gpu_suite.py, benchmarks/rehearsal/sitecustomize.py)."""
+  stage = next(s for s in gpu_suite.STAGES if s.name == "vit22b")
+  env = helpers.subprocess_env({"SHARDLINE_HIDE_PACKAGES": ",".join(gpu_suite.hidden_packages(stage)),
+                                "PYTHONPATH": os.pathsep.join([gpu_suite.HIDER, helpers.REPO])})
+  return subprocess.run([sys.executable, "-m", "benchmarks.train_step",
                          "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin", "--steps=1", "--warmup=1", *args],
-                        capture_output=True, text=True, timeout=600, env=helpers.subprocess_env(), cwd=helpers.REPO)
+                        capture_output=True, text=True, timeout=600, env=env, cwd=helpers.REPO)
 
 
 def test_train_step_benchmark_runs_without_data_libraries():

@@ -14,7 +14,7 @@ CASES = [
     (helpers.tiny_vit, {"attention_impl": "flash"}, "attention_impl='flash' must be one of"),
     (helpers.tiny_vit, {"patch_size": 0}, "patch_size=0 must be positive"),
     (LIMoEConfig, {"width": 0}, "width=0 must be positive"),
-    (LIMoEConfig, {"grouped_impl": "triton"}, "grouped_impl='triton' must be one of ('xla', 'pallas')"),
+    (LIMoEConfig, {"grouped_impl": "triton"}, "grouped_impl='triton' must be one of ('xla', 'pallas', 'ragged', 'auto')"),
     (LIMoEConfig, {"dtype": "x"}, "dtype='x' must be one of"),
     (MGDTConfig, {"attention_impl": "x"}, "attention_impl='x' must be one of"),
     (MGDTConfig, {"return_max": -30}, "return_max=-30 must exceed return_min=-20"),
