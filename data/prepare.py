@@ -157,6 +157,12 @@ def _num_shards(task, split: str, num_shards: Optional[int]) -> int:
   return max(1, math.ceil(known / EXAMPLES_PER_SHARD)) if known else 16
 
 
+def _kind(dtype: str) -> str:
+  """A feature's dtype as shards must agree on it: byte strings (an encoded image, '|S84923') vary in length from
+  shard to shard, as each shard's longest one sets it."""
+  return "bytes" if np.dtype(dtype).kind == "S" else dtype
+
+
 def _features(markers) -> Dict[str, Any]:
   features = None
   for marker in markers:
@@ -164,7 +170,8 @@ def _features(markers) -> Dict[str, Any]:
       continue  # an empty shard
     if features is None:
       features = marker["features"]
-    elif {k: v["dtype"] for k, v in marker["features"].items()} != {k: v["dtype"] for k, v in features.items()}:
+    elif {k: _kind(v["dtype"]) for k, v in marker["features"].items()} != {
+        k: _kind(v["dtype"]) for k, v in features.items()}:
       raise UserError(f"The shards of one split disagree on feature types ({features} vs {marker['features']}); "
                       "the task's preprocessors must give every example the same features.")
     else:  # shapes may vary between examples (e.g. encoded images): keep a dimension only where all agree
