@@ -207,8 +207,10 @@ def train(model: BaseModel = gin.REQUIRED, task: str = gin.REQUIRED, model_dir: 
                                  run.frozen, distill),
           run.partitioner, run.state_sharding, run.batch_sharding,
           inputs.teacher.params_sharding if inputs.teacher else None)
-      stream = stack.enter_context(inputs.feeder.train_stream(inputs.sampler, start_step, steps, run.batch_sharding))
+      # Described before the loader's workers start: describing the image transforms imports OpenCV, whose loader
+      # edits sys.path while it runs, and a worker spawned then would inherit that sys.path.
       log(inputs.feeder.describe())
+      stream = stack.enter_context(inputs.feeder.train_stream(inputs.sampler, start_step, steps, run.batch_sharding))
       with goodput.measure("compile"):
         compiled, flops = _compile(step_fn, state, stream.peek(start_step), *teacher_params)
       summaries = summaries_lib.Summaries(model_dir, primary, store)
