@@ -50,8 +50,9 @@ gpu-wheels:
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 --platform any -d .whl -r benchmarks/gpu_requirements.txt
 
-# The JPEG split of the end-to-end GPU run, prepared here as ArrayRecord shards in .cache/gpu_jpegs.
+# The JPEG split of the end-to-end GPU run, prepared here as ArrayRecord shards in .cache/gpu_jpegs (rebuilt).
 gpu-data: $(STAMP)
+	rm -rf .cache/gpu_jpegs
 	$(BIN)/python -m benchmarks.gpu_data
 
 clean-venv:

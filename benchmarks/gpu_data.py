@@ -31,6 +31,9 @@ def _folder_mib(directory: str) -> float:
 
 def write(out: str, train: int, test: int, max_mib: float) -> None:
   """Writes the photographs as a TFDS dataset and prepares both splits into `out`/train and `out`/test."""
+  if os.path.exists(out):
+    raise UserError(f"{out} exists already: this writes a new folder and deletes nothing. Remove it (`rm -rf {out}`) "
+                    "to build it again, or name another --out.")
   from shardline.core.errors import stderr_silenced  # pylint: disable=g-import-not-at-top
   with stderr_silenced():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -53,11 +56,8 @@ def write(out: str, train: int, test: int, max_mib: float) -> None:
         split_datasets={"train": split(0, train), "test": split(train, test)})
     task = tfds_image.tfds_image_classification("shardline_gpu_jpegs", scratch)
     settings = StreamSettings(cache_dir=os.path.join(scratch, "cache"))
-    if os.path.exists(out):
-      shutil.rmtree(out)
     for name in SPLITS:
-      # One shard per split: data/prepare.py compares the byte-string dtypes of shards ('|S91911' against
-      # '|S84923' for JPEGs of different lengths) and refuses a split of several.
+      # One shard per split: a few MiB of JPEGs.
       folder = splits.prepare_split(task, name, settings, num_shards=1)
       os.makedirs(os.path.join(out, name))
       manifest = prepared.read_manifest(folder)

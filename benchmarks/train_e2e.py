@@ -1,11 +1,12 @@
 """End to end: `shardline train` on prepared JPEGs against the same step on synthetic batches.
 
-  python -m benchmarks.train_e2e [--gin_file=benchmarks/gpu_e2e.gin] [--model_dir /tmp/shardline_e2e]
+  python -m benchmarks.train_e2e [--gin_file=benchmarks/gpu_e2e.gin] [--model_dir DIR]
                                  [--steps 60] [--gin.X=Y ...]
 
 Two runs of the same gin files and overrides, each in its own process:
   1. `python -m benchmarks.train_step`: the step alone on synthetic batches (ms/step, images/s);
-  2. `shardline train` into a fresh --model_dir for --steps steps: grain workers read the prepared JPEG shards
+  2. `shardline train` into --model_dir (a new temporary folder unless given; a given one must not exist yet) for
+     --steps steps: grain workers read the prepared JPEG shards
      (`python -m benchmarks.gpu_data` makes them), decode and augment, checkpoints are written and the test
      split is evaluated at the end.
 From the run's MODEL_DIR/metrics/*.jsonl it prints one table: images/s of each, their ratio, the share of the
@@ -16,10 +17,10 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from typing import Dict, List, Sequence
 
 from shardline.launch import flags
@@ -60,7 +61,8 @@ def summarise(model_dir: str, synthetic_images_per_s: float) -> Dict[str, float]
 def main(argv: Sequence[str] = None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   flags.add_gin_flags(parser)
-  parser.add_argument("--model_dir", default="/tmp/shardline_e2e", help="emptied first")
+  parser.add_argument("--model_dir", default=None,
+                      help="a folder that does not exist yet; a new temporary folder by default")
   parser.add_argument("--steps", type=int, default=60)
   parser.add_argument("--synthetic_steps", type=int, default=10)
   argv = list(sys.argv[1:] if argv is None else argv)
@@ -72,12 +74,15 @@ def main(argv: Sequence[str] = None):
   found = TRAIN_STEP_ROW.findall(synthetic.stdout)
   if synthetic.returncode or not found:
     raise SystemExit(f"the synthetic-batch step failed (exit {synthetic.returncode})")
-  shutil.rmtree(args.model_dir, ignore_errors=True)
+  model_dir = args.model_dir or os.path.join(tempfile.mkdtemp(prefix="shardline_e2e_"), "run")
+  if os.path.exists(model_dir):
+    raise SystemExit(f"--model_dir {model_dir} exists: this benchmark measures a fresh run and never deletes a "
+                     "folder. Name a new folder, or leave --model_dir out for a temporary one.")
   trained = _run([sys.executable, "-m", "shardline.launch.cli", "train", *gin_args,
-                  f"--gin.MODEL_DIR='{args.model_dir}'", f"--gin.train.steps={args.steps}"])
+                  f"--gin.MODEL_DIR='{model_dir}'", f"--gin.train.steps={args.steps}"])
   if trained.returncode:
     raise SystemExit(f"shardline train failed (exit {trained.returncode})")
-  r = summarise(args.model_dir, float(found[-1][1]))
+  r = summarise(model_dir, float(found[-1][1]))
   print("| run | images/s | vs synthetic | data-wait share | eval accuracy | checkpoints |")
   print("|---|---|---|---|---|---|")
   print(f"| synthetic batches (benchmarks.train_step) | {r['synthetic_images_per_s']:.1f} | 1.00 | - | - | - |")

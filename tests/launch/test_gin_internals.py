@@ -1,5 +1,9 @@
 """The one wrapper of gin-config's private symbols (launch/gin_internals.py), checked against the installed gin: if
 an upgrade changes them, these fail here rather than as a confusing error in a user's run."""
+import re
+import subprocess
+import sys
+
 import gin
 import pytest
 
@@ -46,7 +50,16 @@ def test_a_renamed_parameter_names_its_new_name(old, new):
 
 
 def test_a_configurable_whose_module_is_not_imported_names_the_import():
-  with pytest.raises(gin_config.UserError, match=r"evaluators.play_atari' is registered.*defined in "
-                                                 r"shardline.training.evaluation.atari_play.*"
-                                                 r"--gin_bindings='import shardline.training.evaluation.atari_play'"):
-    gin_config.parse([EXPERIMENT], ["MODEL_DIR = '/tmp/x'", "EVALUATORS = {'play': @evaluators.play_atari()}"])
+  # In a fresh interpreter: once any test of this process has imported atari_play, gin knows the configurable.
+  probe = ("import sys\n"
+           "from shardline.launch import gin_config\n"
+           "assert 'shardline.training.evaluation.atari_play' not in sys.modules\n"
+           "try:\n"
+           f"  gin_config.parse([{EXPERIMENT!r}], [\"MODEL_DIR = '/tmp/x'\", "
+           "\"EVALUATORS = {'play': @evaluators.play_atari()}\"])\n"
+           "except gin_config.UserError as error:\n"
+           "  print(error)\n")
+  result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+  assert re.search(r"evaluators.play_atari' is registered.*defined in shardline.training.evaluation.atari_play.*"
+                   r"--gin_bindings='import shardline.training.evaluation.atari_play'", result.stdout, re.S), (
+                       result.stdout + result.stderr)

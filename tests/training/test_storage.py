@@ -2,6 +2,7 @@
 retried with growing waits and one line per outage, other errors are raised at once, and an outage longer than the
 timeout ends with the paragraph; plus the classification of the storage clients' errors."""
 import errno
+import logging
 
 import pytest
 
@@ -116,3 +117,26 @@ def test_a_cause_deep_in_the_chain_counts():
       raise RuntimeError("write failed") from inner
   except RuntimeError as outer:
     assert storage.is_transient(outer)
+
+
+@pytest.mark.parametrize("logger, error, shown", [
+    ("fsspec.prefetcher", ConnectionRefusedError("127.0.0.1:1"), False),  # a child of a client's logger
+    ("gcsfs", TimeoutError(), False),
+    ("fsspec.prefetcher", ValueError("a bug"), True),  # not an outage: its traceback is shown
+    ("shardline.anything", ConnectionRefusedError(), True),  # not a storage client's record
+])
+def test_client_records_of_an_outage_are_dropped_where_they_are_printed(logger, error, shown):
+  storage.quiet_client_failures()
+  printed = []
+  handler = logging.Handler()
+  handler.emit = printed.append
+  logging.root.addHandler(handler)
+  try:
+    storage.quiet_client_failures()  # the handler added after the first call gets the filter too
+    try:
+      raise error
+    except Exception:  # pylint: disable=broad-except
+      logging.getLogger(logger).exception("Consumer caught an error.")
+  finally:
+    logging.root.removeHandler(handler)
+  assert bool(printed) is shown

@@ -12,7 +12,7 @@ MODEL_DIR/metrics/<name>.jsonl. Without `train.evaluators` a run has one evaluat
 """
 import dataclasses
 import re
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Protocol
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Protocol, runtime_checkable
 
 import gin
 import numpy as np
@@ -72,6 +72,7 @@ class EvalData:
     return self._eval_step
 
 
+@runtime_checkable
 class Evaluator(Protocol):
   """What `train.evaluators` holds: a cadence and a way to turn parameters into metrics."""
   every: Optional[int]  # steps between evaluations during training; None: train.eval_every
@@ -142,7 +143,7 @@ def check(evaluators: Mapping[str, Evaluator], where: str) -> None:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
       raise UserError(f"{where}: the name {name!r} must be a lower-case identifier (letters, digits, '_'); it "
                       "prefixes the evaluator's metrics and names its TensorBoard folder.")
-    if not callable(getattr(evaluator, "run", None)):
+    if not isinstance(evaluator, Evaluator):
       raise UserError(f"{where}[{name!r}] = {evaluator!r} is not an evaluator; use @split_eval() or @fewshot().")
     if evaluator.every is not None and (not isinstance(evaluator.every, int) or evaluator.every <= 0):
       raise UserError(f"{where}[{name!r}].every = {evaluator.every!r}; it must be a positive number of steps, or "

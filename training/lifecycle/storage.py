@@ -55,6 +55,12 @@ def _chain(error: BaseException):
     error = error.__cause__ or error.__context__
 
 
+def _botocore_code(error: BaseException) -> str:
+  """The error code of a botocore ClientError (its `response` dict), or ''."""
+  response = getattr(error, "response", None)
+  return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
 def is_transient(error: BaseException) -> bool:
   """Whether an error from a storage client means "not now" (a store that does not answer, throttles, or a full
   disk) rather than "never" (a missing bucket, a denied write, a bug)."""
@@ -66,9 +72,7 @@ def is_transient(error: BaseException) -> bool:
       return True
     if type(e).__name__ in _TRANSIENT_NAMES:
       return True
-    code = str(getattr(e, "response", {}).get("Error", {}).get("Code", "")) if isinstance(
-        getattr(e, "response", None), dict) else ""
-    if code in _TRANSIENT_CODES:
+    if _botocore_code(e) in _TRANSIENT_CODES:
       return True
     if isinstance(e, ValueError) and str(e).startswith(_TRANSIENT_STATUSES):
       return True
@@ -85,28 +89,33 @@ def _short(error: BaseException) -> str:
   return f"{type(error).__name__}: {text[:160]}"
 
 
+_CLIENT_LOGGERS = ("absl", "gcsfs", "s3fs", "fsspec", "aiohttp", "botocore")  # orbax logs through absl's logger
+
+
 class _ReportedElsewhere(logging.Filter):
   """Drops a storage client's log records of a failure it also raises: orbax logs each failing save thread with
-  its traceback (several per save), and gcsfs each request out of retries. The error reaches the training
-  thread, where the Store reports an outage in one line, and any other error surfaces with its traceback."""
+  its traceback (several per save), gcsfs each request out of retries, and fsspec's prefetcher each read that
+  failed. The error reaches the training thread, where the Store reports an outage in one line, and any other
+  error surfaces with its traceback."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    if not record.exc_info:
+    if not record.exc_info or record.name.split(".")[0] not in _CLIENT_LOGGERS:
       return True
     if "orbax" in record.pathname:
       return False
     return not is_transient(record.exc_info[1])
 
 
-_CLIENT_LOGGERS = ("absl", "gcsfs", "s3fs", "fsspec")  # orbax logs through absl's logger
-
-
 def quiet_client_failures() -> None:
-  """Installs the filter above on the storage clients' loggers (idempotent)."""
-  for name in _CLIENT_LOGGERS:
-    logger = logging.getLogger(name)
-    if not any(isinstance(f, _ReportedElsewhere) for f in logger.filters):
-      logger.addFilter(_ReportedElsewhere())
+  """Installs the filter above on the root logger's handlers (idempotent), where it sees the records of every
+  client logger and its children (a logger's own filters see only the records logged on that logger itself, not
+  those of fsspec.prefetcher under fsspec). Without a handler, Python's default stderr one is installed first, as
+  the first logging call would."""
+  if not logging.root.handlers:
+    logging.basicConfig()
+  for handler in logging.root.handlers:
+    if not any(isinstance(f, _ReportedElsewhere) for f in handler.filters):
+      handler.addFilter(_ReportedElsewhere())
 
 
 class Store:
