@@ -130,8 +130,9 @@ def test_an_image_that_fails_to_decode_is_named(tmp_path):
 
 def test_training_on_an_unprepared_split_stops_before_writing(tmp_path):
   model_dir = tmp_path / "run"
-  result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 2), "--gin.stream.prepare_on_first_use=False",
-                                 f"--gin.stream.cache_dir='{tmp_path / 'empty'}'")
+  result = helpers.run_cli_in_process(*helpers.tiny_train_args(model_dir, 2),
+                                      "--gin.stream.prepare_on_first_use=False",
+                                      f"--gin.stream.cache_dir='{tmp_path / 'empty'}'")
   assert result.returncode == 2, result.stderr[-2000:]
   assert result.stderr.count("shardline: error:") == 1 and "Traceback" not in result.stderr
   assert "split 'train' is not prepared" in result.stderr

@@ -1,6 +1,7 @@
-"""Every kind of bad input, through the real CLI in a subprocess: one paragraph on stderr that says what is
-wrong and how to fix it, exit code 2, no traceback, and nothing of the user's created, changed or lost."""
-import concurrent.futures
+"""Every kind of bad input, through the CLI's own entry point in this process (argument parsing, gin, the runtime
+and the command, as the console script runs them; tests/launch/test_smoke.py runs one bad input through the
+console script itself): one paragraph on stderr that says what is wrong and how to fix it, exit code 2, no
+traceback, and nothing of the user's created, changed or lost."""
 import os
 import shutil
 
@@ -80,13 +81,10 @@ def _check(result, needles):
 def test_bad_input_matrix(tmp_path):
   (tmp_path / "run").mkdir()
   (tmp_path / "run" / "mine.txt").write_text("keep")
-  cases = _cases(tmp_path)
-  with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-    futures = {name: pool.submit(helpers.run_shardline, *args) for name, (args, _) in cases.items()}
   failures = []
-  for name, (_, needles) in cases.items():
+  for name, (args, needles) in _cases(tmp_path).items():
     try:
-      _check(futures[name].result(), needles)
+      _check(helpers.run_cli_in_process(*args), needles)
     except AssertionError as e:
       failures.append(f"{name}: {e}")
   assert not failures, "\n".join(failures)
@@ -97,7 +95,7 @@ def test_bad_input_matrix(tmp_path):
 def trained_run(tmp_path_factory):
   """One tiny 3-step run, trained once; each damage case corrupts its own copy."""
   model_dir = tmp_path_factory.mktemp("trained") / "run"
-  trained = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 3))
+  trained = helpers.run_cli_in_process(*helpers.tiny_train_args(model_dir, 3))
   assert trained.returncode == 0, trained.stderr[-2000:]
   return model_dir
 
@@ -113,7 +111,7 @@ def test_corrupt_checkpoint(tmp_path, trained_run, damage):
     chunk.write_bytes(bytes(raw))
   snapshot = tmp_path / "snapshot"
   shutil.copytree(model_dir, snapshot)
-  result = helpers.run_shardline("eval", EXPERIMENT, f"--gin.MODEL_DIR='{model_dir}'")
+  result = helpers.run_cli_in_process("eval", EXPERIMENT, f"--gin.MODEL_DIR='{model_dir}'")
   _check(result, ["Checkpoint step 3", "truncated or corrupt", "deleted nothing", "aside"])
   for root, _, files in os.walk(snapshot):
     for name in files:
@@ -123,7 +121,7 @@ def test_corrupt_checkpoint(tmp_path, trained_run, damage):
 
 def test_init_from_another_architecture_names_every_mismatch(tmp_path, trained_run):
   model_dir = tmp_path / "fine_tune"
-  result = helpers.run_shardline(*helpers.tiny_train_args(
+  result = helpers.run_cli_in_process(*helpers.tiny_train_args(
       model_dir, 3, "--gin.vit22b.ViT22BConfig.mlp_dim=128", "--gin.train.init_from=@init_from()",
       f"--gin.init_from.path='{trained_run}'"))
   _check(result, ["train.init_from cannot initialise this model", "encoder/layers/mlp_in: checkpoint (4, 64, 256)",

@@ -2,6 +2,7 @@
 spatial rules, training and evaluation), a checkpoint that restores in one process and resumes training there with
 the same batches (elastic), a SIGTERM to one process that both answer by saving one agreed step, and a missing peer
 that fails fast with a count instead of hanging."""
+import json
 import os
 import re
 import shutil
@@ -33,19 +34,24 @@ def _metnet2_train(model_dir, steps):
           *SMALL_SIMULATION)
 
 
-def _crps(stdout):
-  return re.search(r"eval_crps_metnet2 ([\d.]+)", stdout).group(1)
+def _final_eval(model_dir):
+  """The metrics of the evaluation at the end of training (MODEL_DIR/metrics/eval.jsonl), without the step."""
+  with open(os.path.join(model_dir, "metrics", "eval.jsonl")) as f:
+    row = json.loads(f.read().splitlines()[-1])
+  assert row.pop("step") == STEPS
+  return row
 
 
 def test_two_processes_match_one_under_the_spatial_rules_and_their_checkpoint_restores_in_one(tmp_path):
   """2 processes x 4 devices, each loading only its rows of every spatially sharded batch (radar and state split
-  over height and width as well), train and evaluate exactly as 1 process x 8 on the same global batches: a
-  process that read other rows than its devices hold would change the losses and the evaluation."""
+  over height and width as well), train and evaluate (at the end of training, on padded batches) exactly as
+  1 process x 8 on the same global batches: a process that read other rows than its devices hold would change
+  the losses and the evaluation. The 1-process runs are made in this process (helpers.run_cli_in_process)."""
   launch = ("launch-local", "--processes", "2", "--devices-per-process", "4", "--")
   multi = helpers.run_shardline(*launch, *_metnet2_train(tmp_path / "multi", STEPS))
   assert multi.returncode == 0, multi.stdout[-3000:]
   assert "[p1]" in multi.stdout and "Training finished" in multi.stdout and "rules spatial" in multi.stdout
-  single = helpers.run_shardline(*_metnet2_train(tmp_path / "single", STEPS))
+  single = helpers.run_cli_in_process(*_metnet2_train(tmp_path / "single", STEPS))
   assert single.returncode == 0, single.stderr[-3000:]
   multi_losses = helpers.train_losses(tmp_path / "multi")
   single_losses = helpers.train_losses(tmp_path / "single")
@@ -54,21 +60,18 @@ def test_two_processes_match_one_under_the_spatial_rules_and_their_checkpoint_re
                              [single_losses[s] for s in range(1, STEPS + 1)], rtol=1e-5)
   single_batches = helpers.train_metric(tmp_path / "single", "batch_fingerprint")
   assert helpers.train_metric(tmp_path / "multi", "batch_fingerprint") == single_batches
+  multi_eval, single_eval = _final_eval(tmp_path / "multi"), _final_eval(tmp_path / "single")
+  assert sorted(multi_eval) == sorted(single_eval) and "eval_crps/10min/metnet2" in single_eval
+  np.testing.assert_allclose([multi_eval[k] for k in sorted(single_eval)],
+                             [single_eval[k] for k in sorted(single_eval)], rtol=1e-5, atol=1e-7)
 
   # Elastic: the 2-process checkpoint of step 3 resumes in 1 process and sees the same global batches.
   shutil.copytree(tmp_path / "multi", tmp_path / "elastic")
   shutil.rmtree(tmp_path / "elastic" / "checkpoints" / str(STEPS))
-  elastic = helpers.run_shardline(*_metnet2_train(tmp_path / "elastic", STEPS))
+  elastic = helpers.run_cli_in_process(*_metnet2_train(tmp_path / "elastic", STEPS))
   assert elastic.returncode == 0 and "Resuming from checkpoint step 3" in elastic.stdout, elastic.stderr[-3000:]
   assert helpers.train_metric(tmp_path / "elastic", "batch_fingerprint") == single_batches
   np.testing.assert_allclose(helpers.train_losses(tmp_path / "elastic")[STEPS], single_losses[STEPS], rtol=1e-5)
-
-  # Evaluation on 2 processes reads its rows of every padded batch the same way: the same CRPS as in 1 process.
-  evaluate = ("eval", METNET2, f"--gin.MODEL_DIR='{tmp_path / 'multi'}'", *SMALL_SIMULATION)
-  multi_eval = helpers.run_shardline(*launch, *evaluate)
-  single_eval = helpers.run_shardline(*evaluate)
-  assert multi_eval.returncode == 0 and single_eval.returncode == 0, multi_eval.stdout[-3000:] + single_eval.stderr
-  np.testing.assert_allclose(float(_crps(multi_eval.stdout)), float(_crps(single_eval.stdout)), rtol=1e-5)
 
 
 def test_a_missing_process_fails_fast_with_a_count(tmp_path):
@@ -121,7 +124,7 @@ def test_sigterm_to_one_process_saves_one_agreed_step_on_both(tmp_path):
   assert 2 <= step <= 6
   assert [d for d in os.listdir(model_dir / "checkpoints") if d.isdigit()] in ([str(step)], ["3", str(step)])
 
-  resumed = helpers.run_shardline(*launch, *helpers.tiny_train_args(model_dir, step + 2))
+  resumed = helpers.run_cli_in_process(*helpers.tiny_train_args(model_dir, step + 2))  # 1 process x 8 devices
   assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
   assert f"Resuming from checkpoint step {step}" in resumed.stdout
 

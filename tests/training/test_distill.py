@@ -71,7 +71,7 @@ def _student_args(model_dir, teacher_dir, steps, *extra):
 
 def test_student_trains_against_the_teacher_and_saves_only_itself(tmp_path, teacher):
   model_dir = tmp_path / "student"
-  result = helpers.run_shardline(*_student_args(model_dir, teacher, 3))
+  result = helpers.run_cli_in_process(*_student_args(model_dir, teacher, 3))
   assert result.returncode == 0, result.stderr[-3000:]
   assert (f"Distilling from ImageClassifier at {teacher}/checkpoints step {TEACHER_STEPS} (temperature 2, "
           "distillation weight 0.75)") in result.stdout
@@ -90,7 +90,7 @@ def test_student_trains_against_the_teacher_and_saves_only_itself(tmp_path, teac
 
 def test_teacher_problems_stop_before_anything_is_written(tmp_path, teacher):
   model_dir = tmp_path / "student"
-  classes = helpers.run_shardline(*_student_args(model_dir, teacher, 2, "--gin.NUM_CLASSES=12"))
+  classes = helpers.run_cli_in_process(*_student_args(model_dir, teacher, 2, "--gin.NUM_CLASSES=12"))
   assert classes.returncode == 2 and "The teacher predicts 10 classes and the student 12" in classes.stderr
   assert "Traceback" not in classes.stderr and not model_dir.exists()
 

@@ -19,7 +19,7 @@ def _logged_steps(model_dir, name):
 
 def test_evaluators_run_on_their_cadence_and_from_shardline_eval(tmp_path):
   model_dir = tmp_path / "run"
-  trained = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 6), *EVALUATORS)
+  trained = helpers.run_cli_in_process(*helpers.tiny_train_args(model_dir, 6), *EVALUATORS)
   assert trained.returncode == 0, trained.stderr[-2000:]
   assert [row["step"] for row in _logged_steps(model_dir, "eval")] == [2, 4, 6]
   fewshot_rows = _logged_steps(model_dir, "fewshot")
@@ -28,7 +28,7 @@ def test_evaluators_run_on_their_cadence_and_from_shardline_eval(tmp_path):
                                    "fewshot_5shot_accuracy", "fewshot_5shot_accuracy_std"}
   assert "step 3 | fewshot_1shot_accuracy" in trained.stdout and "step 4 | eval_accuracy" in trained.stdout
   assert "fewshot 5shot accuracy" in trained.stdout  # the end-of-run summary
-  evaluated = helpers.run_shardline("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
+  evaluated = helpers.run_cli_in_process("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
                                     f"--gin.MODEL_DIR='{model_dir}'", *EVALUATORS, "--evaluator=fewshot")
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   line = next(l for l in evaluated.stdout.splitlines() if l.startswith("Evaluated checkpoint step 6"))
@@ -40,7 +40,7 @@ def test_evaluators_run_on_their_cadence_and_from_shardline_eval(tmp_path):
 
 def test_bad_evaluators_stop_before_anything_is_written(tmp_path):
   model_dir = tmp_path / "run"
-  too_many_shots = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 2), *EVALUATORS,
+  too_many_shots = helpers.run_cli_in_process(*helpers.tiny_train_args(model_dir, 2), *EVALUATORS,
                                          "--gin.fewshot.shots=(500,)")
   assert too_many_shots.returncode == 2 and "asks for 500 shots per class" in too_many_shots.stderr
   assert "Traceback" not in too_many_shots.stderr and not model_dir.exists()

@@ -26,6 +26,13 @@ def _finish(args, timeout=300):
   return result
 
 
+def _finish_in_process(args):
+  """A run no signal is sent to, in this process (helpers.run_cli_in_process)."""
+  result = helpers.run_cli_in_process(*args)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return result
+
+
 def _tree(path):
   """Every file under path with its size and mtime: to prove nothing was changed."""
   out = {}
@@ -108,33 +115,34 @@ def test_sigkill_during_an_in_flight_save(tmp_path, reference_losses):
 
 def test_mismatched_model_dir_stops_and_changes_nothing(tmp_path):
   model_dir = tmp_path / "run"
-  _finish(helpers.tiny_train_args(model_dir, 3))
+  _finish_in_process(helpers.tiny_train_args(model_dir, 3))
   before = _tree(model_dir)
-  other = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 6, "--gin.vit22b.ViT22BConfig.depth=3"))
+  other = helpers.run_cli_in_process(*helpers.tiny_train_args(model_dir, 6, "--gin.vit22b.ViT22BConfig.depth=3"))
   assert other.returncode == 2
   assert "config.depth: checkpoint=4, now=3" in other.stderr and "Nothing was restored" in other.stderr
   assert _tree(model_dir) == before
   # An implementation switch is not a different model: it resumes.
-  switched = _finish(helpers.tiny_train_args(model_dir, 4, "--gin.vit22b.ViT22BConfig.linear_impl='async'"))
+  switched = _finish_in_process(
+      helpers.tiny_train_args(model_dir, 4, "--gin.vit22b.ViT22BConfig.linear_impl='async'"))
   assert "Resuming from checkpoint step 3" in switched.stdout
 
 
 def test_nan_stops_the_run_with_metrics_written_and_no_bad_checkpoint(tmp_path):
   model_dir = tmp_path / "run"
-  result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, STEPS, "--gin.train.faults.nan_at_step=4"))
+  result = helpers.run_cli_in_process(*helpers.tiny_train_args(model_dir, STEPS, "--gin.train.faults.nan_at_step=4"))
   assert result.returncode == 2, result.stderr[-2000:]
   assert "became NaN/Inf at or before step 5" in result.stderr and "latest checkpoint is step 3" in result.stderr
   assert sorted(helpers.train_losses(model_dir)) == [1, 2, 3, 4, 5]  # written up to the bad step
   assert sorted(os.listdir(model_dir / "checkpoints")) == ["3"]
-  evaluated = helpers.run_shardline("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
-                                    f"--gin.MODEL_DIR='{model_dir}'")
+  evaluated = helpers.run_cli_in_process("eval", "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin",
+                                         f"--gin.MODEL_DIR='{model_dir}'")
   assert evaluated.returncode == 0 and "loss nan" not in evaluated.stdout.lower()
 
 
 def test_nan_skip_policy_counts_and_continues(tmp_path):
   model_dir = tmp_path / "run"
-  result = _finish(helpers.tiny_train_args(model_dir, 6, "--gin.train.faults.nan_at_step=2",
-                                           "--gin.train.nonfinite_policy='skip'"))
+  result = _finish_in_process(helpers.tiny_train_args(model_dir, 6, "--gin.train.faults.nan_at_step=2",
+                                                      "--gin.train.nonfinite_policy='skip'"))
   assert "skipped non-finite updates: 1" in result.stdout
   assert "were skipped" in result.stdout
   assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "6"]

@@ -81,7 +81,7 @@ def test_frozen_patterns_must_match_and_leave_something_to_train():
 def pretrained(tmp_path_factory):
   """The tiny ViT trained for a few steps on 8x8 digits (10 classes, fsdp=4 x tensor=2)."""
   model_dir = tmp_path_factory.mktemp("pretrained") / "run"
-  result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, PRETRAIN_STEPS))
+  result = helpers.run_cli_in_process(*helpers.tiny_train_args(model_dir, PRETRAIN_STEPS))
   assert result.returncode == 0, result.stderr[-2000:]
   return model_dir
 
@@ -147,14 +147,14 @@ def test_loaded_values_are_copied_resized_and_zeroed_on_another_mesh(pretrained,
 def test_fine_tune_at_a_new_resolution_and_class_count_then_resume(tmp_path, pretrained, images_16px):
   model_dir = tmp_path / "fine_tune"
   start = ("--gin.train.init_from=@init_from()", f"--gin.init_from.path='{pretrained}'")
-  first = helpers.run_shardline(*_fine_tune_args(model_dir, images_16px, 30, *start))
+  first = helpers.run_cli_in_process(*_fine_tune_args(model_dir, images_16px, 30, *start))
   assert first.returncode == 0, first.stderr[-3000:]
   assert (f"Initialised from {pretrained}/checkpoints step {PRETRAIN_STEPS}: 25 copied; 1 resized: "
           "pos_embed/embedding; 2 zero-initialised (shape changed): head_bias, head_kernel") in first.stdout
   accuracy = float(first.stdout.split("step 30 | eval_accuracy ")[1].split("%")[0])
   assert accuracy > 60, first.stdout[-2000:]  # 3 classes: chance is 33%
 
-  again = helpers.run_shardline(*_fine_tune_args(model_dir, images_16px, 32, *start))
+  again = helpers.run_cli_in_process(*_fine_tune_args(model_dir, images_16px, 32, *start))
   assert again.returncode == 0, again.stderr[-3000:]
   assert ("Resuming from checkpoint step 30" in again.stdout
           and "train.init_from is not used: this MODEL_DIR has its own checkpoints" in again.stdout)
@@ -163,7 +163,7 @@ def test_fine_tune_at_a_new_resolution_and_class_count_then_resume(tmp_path, pre
 
 def test_linear_probe_trains_only_the_head_and_keeps_no_optimizer_state_for_the_rest(tmp_path, pretrained):
   model_dir = tmp_path / "probe"
-  result = helpers.run_shardline(*helpers.tiny_train_args(
+  result = helpers.run_cli_in_process(*helpers.tiny_train_args(
       model_dir, 4, "--gin.train.init_from=@init_from()", f"--gin.init_from.path='{pretrained}'",
       "--gin.init_from.dont_load=('head_.*',)", "--gin.optimizer.make_optimizer.frozen=('(?!head_).*',)"))
   assert result.returncode == 0, result.stderr[-3000:]
