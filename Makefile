@@ -35,13 +35,15 @@ demo: $(STAMP)
 	  --gin_file=experiments/vit22b_tiny_digits_cpu8.gin \
 	  --gin.MODEL_DIR="'$(DEMO_DIR)'"
 
+# Three workers on two cores: the storage-outage, signal and multi-process tests spend much of their time waiting
+# (for a stalled server, a timeout, a peer), and a third worker computes meanwhile.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=30 tests
+	$(BIN)/python -m pytest -n 3 --dist loadgroup -q --durations=30 tests
 
-# Every module's unit tests; the end-to-end CLI runs, multi-process runs, pod plans and storage outages
-# (marked `full`) run in `make test` only.
+# Every module's unit tests. The tests marked `full` run in `make test` only: end-to-end CLI runs, multi-process
+# runs, pod plans and TPU compiles, storage outages, multi-step training and parity runs, and the kernel sweeps.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15 -m "not full" tests
+	$(BIN)/python -m pytest -n 3 --dist loadgroup -q --durations=15 -m "not full" tests
 
 # The wheels a bare GPU machine lacks (benchmarks/gpu_requirements.txt), for the device tool to carry in .whl/.
 gpu-wheels:

@@ -19,6 +19,7 @@ def _suite(*args, timeout=300):
                         timeout=timeout, env=helpers.subprocess_env(), cwd=helpers.REPO)
 
 
+@pytest.mark.full
 def test_every_stage_gets_past_imports_and_gin_without_the_missing_packages():
   result = _suite("--rehearse")
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

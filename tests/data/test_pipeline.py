@@ -39,6 +39,7 @@ def _batches(source, workers, start, sampler):
     return {step: {k: np.asarray(v) for k, v in stream.get(step).items()} for step in range(start, STEPS)}
 
 
+@pytest.mark.full
 def test_workers_and_restarts_give_bit_identical_augmented_batches(digits_train):
   sampler = order.StepSampler(len(digits_train), BATCH, seed=7)
   in_process = _batches(digits_train, 0, 0, sampler)
@@ -82,6 +83,7 @@ def test_evaluation_streams_every_example_once_padded(digits_train):
   np.testing.assert_array_equal(labels, digits_train.column("label", range(n)))
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_transform_that_raises_names_its_example_and_does_not_hang(digits_train, workers):
   sampler = order.StepSampler(len(digits_train), BATCH, seed=0)

@@ -25,6 +25,7 @@ def _checksums(directory):
   return {shard["file"]: shard["sha256"] for shard in prepared.read_manifest(directory)["shards"]}
 
 
+@pytest.mark.full
 def test_a_prepare_killed_mid_write_resumes_to_identical_shards(tmp_path):
   clean = prepare.prepare(_task(slow_task.NAME), "train", str(tmp_path / "clean"), num_shards=SHARDS, workers=1, quiet=True)
   directory = prepare.locate(_task(slow_task.NAME), "train", str(tmp_path / "killed"))[1]

@@ -80,6 +80,7 @@ def test_the_cache_is_read_in_place_with_the_tasks_examples(tmp_path):
     StreamSettings(seqio_cache_dirs=("gs://bucket/seqio",))
 
 
+@pytest.mark.full
 def test_training_streams_from_a_seqio_cache(tmp_path):
   for split in ("train", "test"):
     write_like_seqio(tmp_path / "seqio", "digits", split, shards=2)

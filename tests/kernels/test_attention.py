@@ -10,6 +10,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from shardline.kernels.attention import api, gpu, reference, tpu
 from tests.kernels.attention_cases import CASES, compare as _compare, inputs as _inputs, vit_losses
 
+@pytest.mark.full
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[4]}-l{c[1]}-d{c[3]}{'-seg' if c[6] else ''}")
 def test_kernel_matches_reference_float32(backend, case):
@@ -21,6 +22,7 @@ def test_kernel_matches_reference_float32(backend, case):
            lambda q, k, v: reference.attention(q, k, v, **masks), q, k, v, do, jnp.float32)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
 @pytest.mark.parametrize("d", [64, 128, 256])
 def test_kernel_matches_reference_bfloat16(backend, d):
@@ -29,6 +31,7 @@ def test_kernel_matches_reference_bfloat16(backend, d):
            lambda q, k, v: reference.attention(q, k, v, mask_kind="causal"), q, k, v, do, jnp.bfloat16)
 
 
+@pytest.mark.full
 def test_small_blocks_exercise_many_tiles_and_skipping():
   q, k, v, do, _ = _inputs(1, 96, 1, 64, jnp.float32, False)
   for kind, block, prefix in (("causal", None, None), ("block_causal", 12, None), ("block_causal", 24, 20)):
@@ -116,6 +119,7 @@ def test_tpu_kernels_compile_for_tpu_v4(d, kind, block, seg, prefix):
   assert bwd.as_text().count("tpu_custom_call") == 2  # separate dq and dk/dv kernels
 
 
+@pytest.mark.full
 def test_vit22b_trains_with_pallas_attention_in_interpret_mode():
   from shardline.tasks import digits  # pylint: disable=g-import-not-at-top  (TensorFlow: this test alone)
   data = digits.load_split("train")

@@ -25,6 +25,7 @@ def _inputs(dtype, b=2, m=64, k=128, n=256):
   return x, w
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("fsdp, tensor", [(2, 4), (1, 8)])
 def test_kernel_matches_reference_without_races(fsdp, tensor, dtype):
@@ -96,6 +97,7 @@ def test_validation_messages():
   assert api.block_sizes(m=32, n=5376, k=6144, itemsize=2) == (32, 384)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("ring", [2, 4, 8])
 def test_compiles_for_tpu_v4_at_vit22b_shapes(ring):
   topology = topologies.get_topology_desc("v4:2x2x1", "tpu")
@@ -110,6 +112,7 @@ def test_compiles_for_tpu_v4_at_vit22b_shapes(ring):
   assert "tpu_custom_call" in compiled.as_text()  # the Mosaic kernel, not an XLA fallback
 
 
+@pytest.mark.full
 def test_vit22b_forward_with_the_pallas_kernel_matches_xla():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   from shardline.models.vit22b.classifier import ImageClassifier  # pylint: disable=g-import-not-at-top

@@ -27,6 +27,7 @@ def _inputs(e, g, c, k, n, dtype):
     (2, 3, 24, 128, 128, "float32"),  # a capacity that is not a power of two
     (4, 2, 16, 128, 128, "bfloat16"),
 ])
+@pytest.mark.full
 def test_kernel_matches_reference_forward_and_gradients(backend, e, g, c, k, n, dtype):
   lhs, rhs, counts = _inputs(e, g, c, k, n, dtype)
   d_out = jax.random.normal(jax.random.PRNGKey(7), (e, g, c, n), jnp.float32).astype(dtype)
@@ -59,6 +60,7 @@ def test_ragged_dot_matches_reference_forward_and_gradients(e, g, c, k, n, dtype
     np.testing.assert_allclose(f32(got), f32(want), **helpers.tolerance(dtype, scale=50))
 
 
+@pytest.mark.full
 def test_ragged_packing_puts_each_experts_rows_together_and_back():
   lhs, _, counts = _inputs(3, 2, 4, 1, 1, "float32")
   # Row (e, g, c) holds 100 e + 10 g + c + 1 where filled, so the packed order can be read off.
@@ -113,6 +115,7 @@ def test_compiles_for_tpu_v4_at_limoe_h14_shapes():
   assert compiled.as_text().count("tpu_custom_call") == 1
 
 
+@pytest.mark.full
 def test_moe_layer_benchmark_times_every_candidate_at_tiny_size(capsys):
   from benchmarks import moe_layer  # pylint: disable=g-import-not-at-top
   measured = moe_layer.run([4], tokens=256, width=32, mlp_dim=64, group_size=128, top_k=1, capacity_factor=1.0,

@@ -9,6 +9,9 @@ import pytest
 
 from tests import helpers
 
+# One worker runs this module, so its module-scoped run is made once (pytest-xdist's loadgroup).
+pytestmark = pytest.mark.xdist_group("bad_input")
+
 EXPERIMENT = "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin"
 
 
@@ -100,6 +103,7 @@ def trained_run(tmp_path_factory):
   return model_dir
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_corrupt_checkpoint(tmp_path, trained_run, damage):
   model_dir = tmp_path / "run"

@@ -85,6 +85,7 @@ def test_missing_gin_file():
     gin_config.parse(["experiments/no_such.gin"])
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("experiment", sorted(os.path.basename(p)[:-4] for p in GIN_FILES if "/experiments/" in p))
 def test_every_experiment_builds_its_model_mesh_and_shardings(experiment):
   """Abstractly (eval_shape, no compile): the model from its gin files, its mesh on the devices the experiment
@@ -107,6 +108,7 @@ def test_every_experiment_builds_its_model_mesh_and_shardings(experiment):
   assert leaves and len(jax.tree.leaves(run.state_sharding.params)) == len(leaves)
 
 
+@pytest.mark.full
 def test_a_folder_named_like_an_include_in_the_working_directory(tmp_path):
   for name in ("runs", "models", "tasks"):  # `make demo` writes runs/; users keep models/ and tasks/ folders
     (tmp_path / name).mkdir()

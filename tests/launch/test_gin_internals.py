@@ -49,6 +49,7 @@ def test_a_renamed_parameter_names_its_new_name(old, new):
     gin_config.parse([EXPERIMENT], ["MODEL_DIR = '/tmp/x'", f"{old} = 1"])
 
 
+@pytest.mark.full
 def test_a_configurable_whose_module_is_not_imported_names_the_import():
   # In a fresh interpreter: once any test of this process has imported atari_play, gin knows the configurable.
   probe = ("import sys\n"

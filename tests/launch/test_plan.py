@@ -27,6 +27,7 @@ def _plan(experiment, topology, *overrides, quick=False):
                        quick=quick, distill=inputs.distill)
 
 
+@pytest.mark.full
 def test_tiny_plan_on_a_v4_slice():
   result = _plan("vit22b_tiny_digits_cpu8", "v4-8")  # v4-8: 4 chips, 8 TensorCore devices, as fsdp=4 x tensor=2
   assert result.fits and result.target.num_devices == 8
@@ -38,6 +39,7 @@ def test_tiny_plan_on_a_v4_slice():
   assert query.endswith("(None, 'fsdp', 'tensor', None)")  # embed over fsdp, heads over tensor
 
 
+@pytest.mark.full
 def test_a_distillation_plan_counts_the_teacher():
   alone = _plan("vit22b_small_digits_cpu8", "v4-8")
   distilled = _plan("vit22b_small_digits_distill_cpu8", "v4-8")
@@ -48,6 +50,7 @@ def test_a_distillation_plan_counts_the_teacher():
   assert "  teacher " in planning.report(distilled) and "  teacher " not in planning.report(alone)
 
 
+@pytest.mark.full
 def test_vit22b_on_a_far_too_small_topology_does_not_fit():
   result = _plan("vit22b_pod_v4", "v4-8", "partitioning.make_mesh.ici_tensor = 2")
   assert not result.fits
@@ -56,13 +59,15 @@ def test_vit22b_on_a_far_too_small_topology_does_not_fit():
   assert result.param_bytes > 16 * 2 ** 30 / 2  # 22B float32 parameters over 8 devices: 10.9 GB each
 
 
+@pytest.mark.full
 def test_does_not_fit_exit_code(tmp_path):
-  result = helpers.run_shardline("plan", "--gin_file=experiments/vit22b_pod_v4.gin", "--topology=v4-8",
-                                 "--gin.partitioning.make_mesh.ici_tensor=2")
+  result = helpers.run_cli_in_process("plan", "--gin_file=experiments/vit22b_pod_v4.gin", "--topology=v4-8",
+                                      "--gin.partitioning.make_mesh.ici_tensor=2")
   assert result.returncode == plan_cli.DOES_NOT_FIT, result.stderr[-2000:]
   assert "DOES NOT FIT" in result.stdout
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("experiment", sorted(POD_EXPERIMENTS))
 def test_pod_experiment_fits_and_matches_its_golden_sharding(experiment):
   result = _plan(experiment, POD_EXPERIMENTS[experiment], quick=True)
@@ -79,6 +84,7 @@ def test_pod_experiment_fits_and_matches_its_golden_sharding(experiment):
         "SHARDLINE_UPDATE_GOLDEN=1 and review the diff.")
 
 
+@pytest.mark.full
 def test_vit22b_batch_that_fits_only_with_microbatches():
   whole = _plan("vit22b_pod_v4", "v4-1024", "BATCH_SIZE = 65536", quick=True)
   assert not whole.fits, planning.report(whole)

@@ -1,22 +1,25 @@
-"""A few steps of `shardline train` in a subprocess, a resume that continues from the saved step, and eval."""
+"""A few steps of `shardline train` through the console script in a subprocess, then (in this process, through the
+CLI's entry point) a resume that continues from the saved step, a finished run started again, and eval."""
 import json
 import os
 import re
+
+import pytest
 
 from tests import helpers
 
 EXPERIMENT = "--gin_file=experiments/vit22b_tiny_digits_cpu8.gin"
 
 
-def _train(model_dir, steps):
-  return helpers.run_shardline(
-      "train", EXPERIMENT, f"--gin.MODEL_DIR='{model_dir}'", f"--gin.train.steps={steps}",
-      "--gin.train.log_every=2", "--gin.train.eval_every=4", "--gin.train.checkpoint_every=2", timeout=300)
+def _train_args(model_dir, steps):
+  return ("train", EXPERIMENT, f"--gin.MODEL_DIR='{model_dir}'", f"--gin.train.steps={steps}",
+          "--gin.train.log_every=2", "--gin.train.eval_every=4", "--gin.train.checkpoint_every=2")
 
 
+@pytest.mark.full
 def test_train_resume_and_eval(tmp_path):
   model_dir = tmp_path / "run"
-  first = _train(model_dir, 4)
+  first = helpers.run_shardline(*_train_args(model_dir, 4), timeout=300)
   assert first.returncode == 0, first.stderr[-3000:]
   assert "steps 0->4" in first.stdout and "Training finished" in first.stdout
   assert re.search(r"step 4 \| .*loss", first.stdout)
@@ -30,22 +33,23 @@ def test_train_resume_and_eval(tmp_path):
   assert goodput["step"] == 4 and abs(sum(fractions) - 1) < 1e-6 and goodput["goodput/compile_seconds"] > 0
   assert re.search(r"step 4 \| .*data wait [\d.]+ ms \([\d.]+%\)", first.stdout)
 
-  second = _train(model_dir, 6)
+  second = helpers.run_cli_in_process(*_train_args(model_dir, 6))
   assert second.returncode == 0, second.stderr[-3000:]
   assert "Resuming from checkpoint step 4" in second.stdout and "steps 4->6" in second.stdout
   assert "step 2 |" not in second.stdout  # it did not start over
   assert sorted(os.listdir(model_dir / "checkpoints"), key=int) == ["2", "4", "6"]
 
-  finished = _train(model_dir, 6)  # a finished run started again (`make demo` twice) ends at once
+  finished = helpers.run_cli_in_process(*_train_args(model_dir, 6))  # a finished run started again (`make demo` twice) ends at once
   assert finished.returncode == 0, finished.stderr[-3000:]
   assert "steps 6->6" in finished.stdout and "Training finished" in finished.stdout
 
-  evaluated = helpers.run_shardline("eval", EXPERIMENT, f"--gin.MODEL_DIR='{model_dir}'")
+  evaluated = helpers.run_cli_in_process("eval", EXPERIMENT, f"--gin.MODEL_DIR='{model_dir}'")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   train_acc = re.search(r"step 6 \| eval_accuracy ([\d.]+)%", second.stdout).group(1)
   assert "Evaluated checkpoint step 6" in evaluated.stdout and f"accuracy {train_acc}%" in evaluated.stdout
 
 
+@pytest.mark.full
 def test_bad_input_exits_nonzero_with_one_paragraph(tmp_path):
   result = helpers.run_shardline("train", EXPERIMENT, f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
                                  "--gin.partitioning.make_mesh.ici_tensor=3")

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import gpu_suite
 from shardline.launch import gin_config
 from shardline.launch import gin_files
@@ -22,6 +24,7 @@ def _train_step(*args):
                         capture_output=True, text=True, timeout=600, env=env, cwd=helpers.REPO)
 
 
+@pytest.mark.full
 def test_train_step_benchmark_runs_without_data_libraries():
   result = _train_step()
   assert result.returncode == 0, result.stderr[-3000:]
@@ -29,6 +32,7 @@ def test_train_step_benchmark_runs_without_data_libraries():
   assert "Without tensorflow" in result.stderr  # the skipped modules are named
 
 
+@pytest.mark.full
 def test_gin_typos_still_fail_without_data_libraries():
   result = _train_step("--gin.vit22b.ViT22BConfig.dept=2")
   assert result.returncode != 0

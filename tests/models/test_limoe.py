@@ -76,6 +76,7 @@ def _per_token_reference(params, x, top_k):
   return out
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("dispatch, grouped_impl, top_k", [("einsum", "xla", 1), ("grouped", "xla", 2),
                                                            ("grouped", "pallas", 1)])
 def test_ample_capacity_drops_nothing_and_equals_the_per_token_reference(dispatch, grouped_impl, top_k):
@@ -93,6 +94,7 @@ def test_ample_capacity_drops_nothing_and_equals_the_per_token_reference(dispatc
   np.testing.assert_allclose(y, _per_token_reference(params, x, top_k), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.full
 def test_einsum_and_grouped_dispatch_agree_when_tokens_are_dropped():
   cfg = tiny_limoe(capacity_factor=0.5, width=128, mlp_dim=128)
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 16, cfg.width))
@@ -170,6 +172,7 @@ def _train(data: int, expert: int, dispatch: str = "einsum", aux: bool = True, s
   return history
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("data, expert, dispatch", [(4, 2, "einsum"), (2, 4, "einsum"), (2, 4, "grouped")])
 def test_expert_parallel_parity(data, expert, dispatch):
   reference = _train(8, 1)
@@ -179,6 +182,7 @@ def test_expert_parallel_parity(data, expert, dispatch):
     np.testing.assert_allclose(step["routing_success_image"], ref_step["routing_success_image"], atol=1e-6)
 
 
+@pytest.mark.full
 def test_training_runs_with_and_without_the_limoe_losses():
   with_aux, without = _train(8, 1, aux=True), _train(8, 1, aux=False)
   for history in (with_aux, without):
@@ -211,6 +215,7 @@ def test_default_moe_layers_are_every_other_block_of_the_second_half():
     LIMoEConfig(capacity_factor=0)
 
 
+@pytest.mark.full
 def test_h14_has_5_6b_parameters_and_675m_per_token():
   from shardline.launch import gin_config  # pylint: disable=g-import-not-at-top
   gin_config.parse(["models/limoe/h14.gin"], ["IMAGE_SIZE = 224", "CHANNELS = 3", "TEXT_LENGTH = 16",

@@ -56,6 +56,7 @@ def test_point_forecast_crps_and_exceedance():
 
 
 # ---------------------------------------------------------------------------------------- receptive field
+@pytest.mark.full
 @pytest.mark.parametrize("max_dilation, repeats", [(2, 1), (4, 1)])
 def test_receptive_field_by_gradient(max_dilation, repeats):
   cfg = tiny_metnet(context=64, target=64, max_dilation=max_dilation, repeats=repeats)
@@ -113,6 +114,7 @@ def _forward_and_grads(data, fsdp, tensor):
   return float(loss), jax.device_get(grads), np.asarray(out)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("fsdp, tensor", [(2, 4), (8, 1)])
 def test_spatial_sharding_parity(fsdp, tensor):
   ref_loss, ref_grads, ref_out = _forward_and_grads(1, 1, 1)
@@ -141,6 +143,7 @@ def test_training_steps_reduce_the_loss():
 
 
 # ---------------------------------------------------------------------------------------------- baselines
+@pytest.mark.full
 def test_advection_baseline_recovers_a_known_motion():
   rng = np.random.default_rng(0)
   from scipy import ndimage  # pylint: disable=g-import-not-at-top

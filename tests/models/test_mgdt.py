@@ -52,6 +52,7 @@ def test_attention_mask_is_exactly_block_causal():
   assert mask[n + 2, :n + 3].all() and not mask[n + 2, per:].any()  # nothing of later timesteps
 
 
+@pytest.mark.full
 def test_model_predictions_do_not_see_their_targets():
   """Changing a timestep's action changes no action logit of that timestep or earlier (a leak test through the
   whole network, not just the mask)."""
@@ -99,6 +100,7 @@ def test_optimality_bias_moves_mass_to_higher_returns():
       np.exp(4.0 * np.arange(4) / 4) * unbiased), rtol=1e-5)  # exactly P(R) exp(kappa R_norm), renormalised
 
 
+@pytest.mark.full
 def test_the_return_support_limits_the_biased_draw_to_the_datas_returns():
   """With kappa large, unrestricted sampling lands on the top bins however unlikely the model thinks them (the
   failure the support fixes); with support [2, 5] no draw leaves it and the tilt favours its top."""
@@ -115,6 +117,7 @@ def test_the_return_support_limits_the_biased_draw_to_the_datas_returns():
   np.testing.assert_allclose(tilted[22:26], np.exp(np.arange(4.0)) / np.exp(np.arange(4.0)).sum(), rtol=1e-5)
 
 
+@pytest.mark.full
 def test_the_flash_kernel_computes_the_model_like_xla():
   """attention_impl='pallas' (the Triton kernel in interpret mode here) gives XLA's loss and gradients."""
   rng = np.random.default_rng(1)

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from shardline.models.common.mixup import mixup
@@ -45,6 +46,7 @@ def test_the_mix_does_not_depend_on_how_the_batch_is_sharded():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.full
 def test_the_classifier_trains_on_mixed_targets_and_counts_its_own_labels():
   config = helpers.tiny_vit()
   plain, mixing = ImageClassifier(config), ImageClassifier(config, mixup_alpha=0.5)

@@ -65,6 +65,7 @@ def _reference_parallel_block(x, p):
   return x + attn + mlp
 
 
+@pytest.mark.full
 def test_parallel_block_matches_reference():
   config = helpers.tiny_vit()
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, config.width))

@@ -117,6 +117,7 @@ def _train_losses_in_subprocess(linear_impl, timeout=240, attempts=2):
     return np.array(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.full
 def test_vit22b_trains_the_same_with_async_linear_ops():
   xla, overlapped = _train_losses_in_subprocess("xla"), _train_losses_in_subprocess("async")
   np.testing.assert_allclose(overlapped, xla, rtol=2e-4, atol=2e-4)

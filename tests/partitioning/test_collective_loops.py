@@ -5,6 +5,7 @@ import re
 
 import jax
 import optax
+import pytest
 
 from shardline.models.vit22b.classifier import ImageClassifier
 from shardline.partitioning import rules
@@ -33,6 +34,7 @@ def _loop_bodies_with_collectives(unroll: bool):
   return [name for name in bodies if COLLECTIVE.search(computations.get(name, ""))]
 
 
+@pytest.mark.full
 def test_unrolled_for_multi_process_cpu_and_scanned_otherwise():
   assert _loop_bodies_with_collectives(unroll=False)  # the layer scan and the microbatches are loops by default
   assert _loop_bodies_with_collectives(unroll=True) == []

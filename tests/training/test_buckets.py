@@ -22,6 +22,7 @@ def _closed_port_url() -> str:
     return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("store", sorted(SERVERS))
 def test_a_run_in_a_bucket_is_killed_resumes_and_evaluates(tmp_path, store):
   cwd = tmp_path / "cwd"
@@ -70,6 +71,7 @@ def _train(model_dir, env, cwd):
   return helpers.run_shardline(*helpers.tiny_train_args(model_dir, 2), env=env, cwd=cwd)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("store", sorted(SERVERS))
 def test_a_wrong_bucket_stops_before_training(tmp_path, store):
   cwd = tmp_path / "cwd"

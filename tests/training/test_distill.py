@@ -17,6 +17,9 @@ from shardline.training.transfer import distill
 from shardline.training.state import run_setup as setup
 from tests import helpers
 
+# One worker runs this module, so its module-scoped run is made once (pytest-xdist's loadgroup).
+pytestmark = pytest.mark.xdist_group("distill")
+
 TEACHER_STEPS = 4
 DISTILL = "experiments/vit22b_small_digits_distill_cpu8.gin"
 
@@ -69,6 +72,7 @@ def _student_args(model_dir, teacher_dir, steps, *extra):
           f"--gin.train.checkpoint_every={steps}", *extra)
 
 
+@pytest.mark.full
 def test_student_trains_against_the_teacher_and_saves_only_itself(tmp_path, teacher):
   model_dir = tmp_path / "student"
   result = helpers.run_cli_in_process(*_student_args(model_dir, teacher, 3))

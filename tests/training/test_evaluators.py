@@ -17,6 +17,7 @@ def _logged_steps(model_dir, name):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.full
 def test_evaluators_run_on_their_cadence_and_from_shardline_eval(tmp_path):
   model_dir = tmp_path / "run"
   trained = helpers.run_cli_in_process(*helpers.tiny_train_args(model_dir, 6), *EVALUATORS)

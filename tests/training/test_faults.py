@@ -9,6 +9,9 @@ import pytest
 
 from tests import helpers
 
+# One worker runs this module, so its module-scoped run is made once (pytest-xdist's loadgroup).
+pytestmark = pytest.mark.xdist_group("faults")
+
 STEPS = 12
 # Random augmentation on (an Inception crop and a flip of every 8 x 8 digit, seeded per example and epoch).
 AUGMENTED = ("--gin.stream.train_transform=@data.train_images()", "--gin.data.train_images.size=8",
@@ -53,6 +56,7 @@ def reference_losses(tmp_path_factory):
   return losses, helpers.train_metric(model_dir, "batch_fingerprint")
 
 
+@pytest.mark.full
 def test_sigkill_mid_training_then_resume_gives_identical_batches_and_losses(tmp_path, reference_losses):
   """With augmentation on, and loader workers in the killed and resumed run (none in the reference)."""
   kill_after = random.Random(os.getpid()).randint(4, 9)  # a random step, reported on failure
@@ -79,6 +83,7 @@ def test_sigkill_mid_training_then_resume_gives_identical_batches_and_losses(tmp
     assert losses[step] == reference_losses[0][step], (step, kill_after, restored)  # bit for bit
 
 
+@pytest.mark.full
 def test_sigkill_during_an_in_flight_save(tmp_path, reference_losses):
   model_dir = tmp_path / "run"
   (model_dir / "user_notes").mkdir(parents=True)
@@ -113,6 +118,7 @@ def test_sigkill_during_an_in_flight_save(tmp_path, reference_losses):
     assert losses[step] == reference_losses[0][step], step
 
 
+@pytest.mark.full
 def test_mismatched_model_dir_stops_and_changes_nothing(tmp_path):
   model_dir = tmp_path / "run"
   _finish_in_process(helpers.tiny_train_args(model_dir, 3))
@@ -139,6 +145,7 @@ def test_nan_stops_the_run_with_metrics_written_and_no_bad_checkpoint(tmp_path):
   assert evaluated.returncode == 0 and "loss nan" not in evaluated.stdout.lower()
 
 
+@pytest.mark.full
 def test_nan_skip_policy_counts_and_continues(tmp_path):
   model_dir = tmp_path / "run"
   result = _finish_in_process(helpers.tiny_train_args(model_dir, 6, "--gin.train.faults.nan_at_step=2",
@@ -153,6 +160,7 @@ def _preempted_step(output: str) -> int:
   return int(output.split("shardline: preempted (SIGTERM) at step ")[1].split(";")[0])
 
 
+@pytest.mark.full
 def test_sigterm_saves_the_agreed_step_exits_75_and_the_resume_is_exact(tmp_path, reference_losses):
   model_dir = tmp_path / "run"
   args = helpers.tiny_train_args(model_dir, STEPS, *AUGMENTED)
@@ -178,6 +186,7 @@ def test_sigterm_saves_the_agreed_step_exits_75_and_the_resume_is_exact(tmp_path
     assert losses[later] == reference_losses[0][later], (later, step)  # bit for bit
 
 
+@pytest.mark.full
 def test_sigterm_while_compiling_stops_cleanly(tmp_path):
   model_dir = tmp_path / "run"
   process = _popen(helpers.tiny_train_args(model_dir, STEPS) + ("--gin.train.faults.stall=(1, 20)",))
@@ -199,6 +208,7 @@ def test_sigterm_while_compiling_stops_cleanly(tmp_path):
     assert f"checkpoint {step} is committed" in output and str(step) in os.listdir(model_dir / "checkpoints")
 
 
+@pytest.mark.full
 def test_sigterm_during_an_evaluation_saves_when_it_ends(tmp_path):
   model_dir = tmp_path / "run"
   args = helpers.tiny_train_args(model_dir, STEPS, "--gin.train.eval_every=3")

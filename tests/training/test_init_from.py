@@ -22,6 +22,9 @@ from shardline.training.state import run_setup as setup
 from shardline.training.state import train_state
 from tests import helpers
 
+# One worker runs this module, so its module-scoped run is made once (pytest-xdist's loadgroup).
+pytestmark = pytest.mark.xdist_group("init_from")
+
 PRETRAIN_STEPS = 6
 VIT_RULES = TransferRules(heads=("head_kernel", "head_bias"), position_grids=("pos_embed/embedding",))
 # The tiny ViT pretrained on 8x8 digits, fine-tuned on 16x16 images of 3 classes on an fsdp=8 mesh.
@@ -112,6 +115,7 @@ def _fine_tune_args(model_dir, data_dir, steps, *extra):
           f"--gin.train.eval_every={steps}", f"--gin.train.checkpoint_every={steps}", *extra)
 
 
+@pytest.mark.full
 def test_loaded_values_are_copied_resized_and_zeroed_on_another_mesh(pretrained, images_16px):
   gin_config.parse(["experiments/vit22b_tiny_digits_cpu8.gin", "tasks/tfds_image.gin"],
                    [a[len("--gin."):] for a in FINE_TUNE if a.startswith("--gin.")]
@@ -144,6 +148,7 @@ def test_loaded_values_are_copied_resized_and_zeroed_on_another_mesh(pretrained,
   np.testing.assert_array_equal(as_bfloat16, np.asarray(old["encoder"]["layers"]["query"]).astype(jnp.bfloat16))
 
 
+@pytest.mark.full
 def test_fine_tune_at_a_new_resolution_and_class_count_then_resume(tmp_path, pretrained, images_16px):
   model_dir = tmp_path / "fine_tune"
   start = ("--gin.train.init_from=@init_from()", f"--gin.init_from.path='{pretrained}'")
@@ -161,6 +166,7 @@ def test_fine_tune_at_a_new_resolution_and_class_count_then_resume(tmp_path, pre
   assert "Initialised from" not in again.stdout
 
 
+@pytest.mark.full
 def test_linear_probe_trains_only_the_head_and_keeps_no_optimizer_state_for_the_rest(tmp_path, pretrained):
   model_dir = tmp_path / "probe"
   result = helpers.run_cli_in_process(*helpers.tiny_train_args(

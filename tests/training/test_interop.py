@@ -110,6 +110,7 @@ def test_classic_sizes_have_timms_parameter_counts(size, timm_count):
   assert shapes["cls"] == (1, 1, model.config.width) and shapes["pos_embed/embedding"][0] == 196
 
 
+@pytest.mark.full
 def test_the_class_token_is_pooled_and_counted_in_the_flops():
   model = _model(SMALL)
   params = _random_params(model)
@@ -390,6 +391,7 @@ def _sharded_checkpoint(experiment, model_dir):
   return model, jax.device_get(state.params)
 
 
+@pytest.mark.full
 def test_any_classifier_serves_at_any_batch_size_in_tensorflow(tmp_path):
   """The demo's tiny ViT-22B (parallel blocks, QK-norm, MAP head), from a checkpoint sharded over 8 devices."""
   experiment = "experiments/vit22b_tiny_digits_cpu8.gin"

@@ -144,10 +144,12 @@ def _timm_reference(size: str, seed: int = 0) -> torch.nn.Module:
 HF_EPSILON = "--gin.vit22b.ViT22BConfig.layernorm_epsilon=1e-12"
 
 
+@pytest.mark.full
 def test_hugging_face_vit_ti16_both_ways(tmp_path):
   _round_trip(tmp_path, "ti16", "hf", _hf_reference("ti16"), _gin("ti16", HF_EPSILON))
 
 
+@pytest.mark.full
 def test_timm_vit_ti16_both_ways(tmp_path):
   _round_trip(tmp_path, "ti16", "timm", _timm_reference("ti16"), _gin("ti16"))
 
@@ -168,6 +170,7 @@ def test_timm_vit_b16_both_ways(tmp_path):
   _round_trip(tmp_path, "b16", "timm", _timm_reference("b16"), _gin("b16"))
 
 
+@pytest.mark.full
 def test_timm_global_average_pooling_without_fc_norm(tmp_path):
   """timm's GAP without a class token and with the final LayerNorm before pooling is shardline's head='gap'; at
   32 px (2x2 patches) it is quick, and the export writes a position table without a class row."""

@@ -44,6 +44,7 @@ def _run(fsdp: int, tensor: int, dtype: str):
   return np.array(losses), grads
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("fsdp, tensor", [(1, 8), (2, 4), (8, 1)])
 def test_losses_and_gradients_match_single_device(fsdp, tensor):
   ref_losses, ref_grads = _run(1, 1, "float32")
@@ -55,6 +56,7 @@ def test_losses_and_gradients_match_single_device(fsdp, tensor):
   assert losses[-1] < losses[0]  # the steps really train
 
 
+@pytest.mark.full
 def test_bfloat16_parity_on_2x4():
   ref_losses, _ = _run(1, 1, "bfloat16")
   losses, _ = _run(2, 4, "bfloat16")

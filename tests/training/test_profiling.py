@@ -20,6 +20,7 @@ def _steps_in_trace(xplane_path: str):
                  and "step_num" in e.get("args", {})})
 
 
+@pytest.mark.full
 def test_profile_steps_are_in_the_trace(tmp_path):
   model_dir = tmp_path / "run"
   result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 5), "--gin.train.profile.steps=(1, 3)")

@@ -35,6 +35,7 @@ def _batch(i):
   return {"image": data["image"][i * BATCH:(i + 1) * BATCH], "label": data["label"][i * BATCH:(i + 1) * BATCH]}
 
 
+@pytest.mark.full
 def test_restore_onto_other_meshes_is_exact_and_training_continues(tmp_path):
   model, tx, spec, partitioner, _, sharding, batch_sharding, step = _setup(helpers.mesh(fsdp=8), rules.FSDP)
   state = train_state.init_state(model, tx, spec, partitioner, sharding)

@@ -14,7 +14,8 @@ from shardline.training.lifecycle import storage
 from tests import helpers
 from tests import storage_servers
 
-pytestmark = pytest.mark.full
+# One worker runs this module, so its module-scoped run is made once (pytest-xdist's loadgroup).
+pytestmark = [pytest.mark.full, pytest.mark.xdist_group("storage_outages")]
 STEPS = 9
 TIMEOUT_S = 8  # train.storage.timeout_s in these runs
 # Past the storage timeout a run may still wait for one request's timeout (core/store_clients.py) and for its

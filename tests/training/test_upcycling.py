@@ -33,6 +33,7 @@ def test_mapping_tiles_dense_mlps_into_experts_and_refuses_a_wrong_shape():
     param_mapping.plan({**source, "block_1/mlp/wi": (8, 32)}, target, LIMOE_RULES)  # another MLP width
 
 
+@pytest.mark.full
 def test_upcycled_limoe_starts_from_the_dense_checkpoint(tmp_path):
   dense_dir = tmp_path / "dense"
   helpers.save_initial_checkpoint("experiments/limoe_dense_tiny_digits_cpu8.gin", dense_dir, DENSE_STEPS, 16)

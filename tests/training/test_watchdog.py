@@ -63,6 +63,7 @@ def test_bad_settings_are_user_errors(timeout, action):
     watchdog.check_settings(timeout, action)
 
 
+@pytest.mark.full
 def test_a_hung_training_run_dumps_and_aborts(tmp_path):
   model_dir = tmp_path / "run"
   result = helpers.run_shardline(*helpers.tiny_train_args(model_dir, 6), "--gin.train.watchdog.timeout_s=3",
