@@ -22,6 +22,15 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 import pytest  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
+def pytest_collection_modifyitems(config, items):
+  """Orders the tests longest first, otherwise as collected: the xdist groups (each a chain of tests one worker
+  runs in turn), then the rest of the tests marked `full`, then the short ones, which fill the end. A long test
+  or chain that starts last holds up the whole run."""
+  del config
+  items.sort(key=lambda item: (item.get_closest_marker("xdist_group") is None,
+                               item.get_closest_marker("full") is None))
+
+
 @pytest.fixture(autouse=True)
 def _clear_gin():
   """Every test starts and ends with an empty gin config."""

@@ -4,8 +4,8 @@ the hang watchdog and fault injection. Each group is one gin configurable under 
   train.checkpointing.keep = 5              train.profile.steps = (100, 5)
   train.storage.timeout_s = 600             train.watchdog.timeout_s = 1800
 
-`RENAMED` is the one list of the gin names that moved into the groups on 2026-12-04 (docs/gin-renames.md shows
-it): a gin file or flag that still uses an old name stops with an error that names the new one.
+`RENAMED` is the one list of the gin names that moved into the groups on 2026-12-04 (docs/gin.md shows it under
+"Renamed gin names"): a gin file or flag that still uses an old name stops with an error that names the new one.
 """
 import dataclasses
 from typing import Optional, Sequence
