@@ -170,11 +170,10 @@ def test_a_full_local_disk_stops_the_run_and_the_resume_after_space_is_freed_is_
     run = _Run(args, {}, tmp_path)
     run.until("step 4 |")
     filler = disk / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: closing it has nothing left to write
       try:
         while True:
           f.write(b"\0" * (1 << 20))
-          f.flush()
       except OSError:
         pass  # the disk is full
     started = time.monotonic()
