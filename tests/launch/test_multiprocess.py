@@ -135,7 +135,12 @@ def test_a_failed_launch_shows_every_process_tail_and_keeps_the_logs(tmp_path):
                                  str(logs), "--", *helpers.tiny_train_args(tmp_path / "run", 0))
   assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
   assert f"whole logs: {logs}" in result.stderr
-  for process in ("p0", "p1"):
-    assert f"--- {process} (exit 2), {logs / process}.log" in result.stderr
-    assert "train.steps = 0; it must be a positive integer" in (logs / f"{process}.log").read_text()
-  assert result.stderr.count("train.steps = 0; it must be a positive integer") >= 2  # in both tails
+  sections = re.findall(r"^--- (p[01]) \(([^)]*)\), (\S+)$", result.stderr, re.M)
+  assert sorted(s[0] for s in sections) == ["p0", "p1"], result.stderr[-3000:]
+  for process, _, path in sections:
+    assert path == f"{logs / process}.log" and os.path.exists(path)
+  # The first process to reach the check exits 2 with it; the launcher stops the other at once (SIGTERM), so that
+  # one either failed the same way first or was stopped while it started (on a loaded machine, seen in CI).
+  message = "train.steps = 0; it must be a positive integer"
+  assert any(how == "exit 2" and message in (logs / f"{process}.log").read_text() for process, how, _ in sections)
+  assert message in result.stderr  # in the tails
