@@ -287,16 +287,18 @@ def run(out: str, stages: Sequence[Stage], budget: float, work: str = WORK_DIR) 
 
 # ----------------------------------------------------------------------------------------------- the rehearsal
 
-class _Parsed(Exception):
+class Parsed(Exception):
   """Raised once a script's argparse has parsed its flags: the rehearsal runs nothing after that."""
 
 
 @contextlib.contextmanager
-def _stop_after_parsing():
+def stop_after_parsing():
+  """Within it, any argparse parser raises Parsed (holding its result) as soon as it has parsed its flags; the
+  rehearsal and tests/test_docs_commands.py use it to check a command's flags without running it."""
   original = argparse.ArgumentParser.parse_known_args
 
   def parse_known_args(self, args=None, namespace=None):
-    raise _Parsed(original(self, args, namespace))
+    raise Parsed(original(self, args, namespace))
 
   argparse.ArgumentParser.parse_known_args = parse_known_args
   try:
@@ -319,9 +321,9 @@ def _rehearse_stage(stage: Stage) -> str:
   saved = sys.argv
   sys.argv = argv
   try:
-    with _stop_after_parsing():
+    with stop_after_parsing():
       runpy.run_module(argv[0], run_name="__main__")
-  except _Parsed:
+  except Parsed:
     pass
   finally:
     sys.argv = saved

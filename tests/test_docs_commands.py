@@ -2,8 +2,6 @@
 it: its flags by the subcommand's own argparse parser, its gin files and overrides by gin (so a renamed parameter
 or a missing file fails here), `make` targets against the Makefile. Nothing runs, so commands for pods and
 clusters are checked the same way; the demo's and CI's own commands run in CI itself."""
-import argparse
-import contextlib
 import glob
 import os
 import re
@@ -13,6 +11,7 @@ import sys
 
 import pytest
 
+from benchmarks import gpu_suite
 from shardline.launch import cli
 from shardline.launch import gin_config
 from shardline.launch import plan_inputs
@@ -51,24 +50,6 @@ COMMANDS = [(os.path.relpath(path, helpers.REPO), number, command)
             for path in DOCUMENTS for number, command in _commands(path)]
 
 
-class _Parsed(Exception):
-  """Raised by the patched parser once a command's flags are parsed: nothing after that runs."""
-
-
-@contextlib.contextmanager
-def _stop_after_parsing():
-  original = argparse.ArgumentParser.parse_known_args
-
-  def parse_known_args(self, args=None, namespace=None):
-    raise _Parsed(original(self, args, namespace))
-
-  argparse.ArgumentParser.parse_known_args = parse_known_args
-  try:
-    yield
-  finally:
-    argparse.ArgumentParser.parse_known_args = original
-
-
 def _check_gin(argv):
   files = [a.split("=", 1)[1] for a in argv if a.startswith("--gin_file=")]
   if not files:
@@ -85,7 +66,7 @@ def _check_shardline(argv):
       inner = ["train", *inner]
     if inner:
       _check_shardline(inner)
-  with _stop_after_parsing(), pytest.raises((_Parsed, SystemExit)) as stopped:
+  with gpu_suite.stop_after_parsing(), pytest.raises((gpu_suite.Parsed, SystemExit)) as stopped:
     cli.main(argv)  # the launchers parse their own flags, before `--`, and stop there
   if stopped.type is SystemExit:
     assert stopped.value.code in (0, None), f"shardline {' '.join(argv)}: argparse refused it"
@@ -95,7 +76,7 @@ def _check_shardline(argv):
 
 def _check_python_module(argv):
   module, args = argv[2], argv[3:]
-  with _stop_after_parsing(), pytest.raises((_Parsed, SystemExit)) as stopped:
+  with gpu_suite.stop_after_parsing(), pytest.raises((gpu_suite.Parsed, SystemExit)) as stopped:
     saved = sys.argv
     sys.argv = [module, *args]
     try:
